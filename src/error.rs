@@ -1,0 +1,105 @@
+//! Typed errors of the engine. Every variant names the op that failed and the shapes involved,
+//! so a message read alone says what went wrong; the binary adds file names and hints.
+
+use crate::tensor::Shape;
+
+/// Everything the engine can refuse. Ops check shapes before running any kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Two operands whose shapes do not fit together (elementwise, matmul, concat, ...).
+    #[error("{op}: shape mismatch between {lhs:?} and {rhs:?}{}", hint_suffix(.hint))]
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Shape,
+        rhs: Shape,
+        hint: String,
+    },
+    /// An input of the wrong rank or layout for the op (e.g. conv2d on a 3-D tensor).
+    #[error("{op}: bad input shape {shape:?}: {msg}")]
+    BadShape {
+        op: &'static str,
+        shape: Shape,
+        msg: String,
+    },
+    /// A dimension index past the rank of the tensor.
+    #[error("{op}: dim {dim} out of range for a tensor of rank {rank}")]
+    DimOutOfRange {
+        op: &'static str,
+        dim: usize,
+        rank: usize,
+    },
+    /// A parameter that makes no sense (stride 0, negative probability, ...).
+    #[error("{op}: invalid parameter: {msg}")]
+    InvalidParam { op: &'static str, msg: String },
+    /// A tensor whose element count does not match the data or target shape.
+    #[error("{op}: {got} elements given where shape {shape:?} needs {want}")]
+    ElementCount {
+        op: &'static str,
+        shape: Shape,
+        got: usize,
+        want: usize,
+    },
+    /// Autodiff misuse: backward on a non-scalar, grad of a tensor that is not in the graph...
+    #[error("autograd: {0}")]
+    Autograd(String),
+    /// Two tensors on different devices were combined.
+    #[error("{op}: tensors on different devices ({lhs} and {rhs}); move one with to_device")]
+    DeviceMismatch {
+        op: &'static str,
+        lhs: String,
+        rhs: String,
+    },
+    /// A state dict (checkpoint, fixture) that does not fit the module it is loaded into.
+    #[error("state dict: {0}")]
+    StateDict(String),
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors file that could not be parsed or written.
+    #[error("{path}: safetensors: {msg}")]
+    SafeTensors { path: String, msg: String },
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    }
+}
+
+/// The engine's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for a [`Error::ShapeMismatch`] without a hint.
+    pub fn shape_mismatch(op: &'static str, lhs: &Shape, rhs: &Shape) -> Self {
+        Error::ShapeMismatch {
+            op,
+            lhs: lhs.clone(),
+            rhs: rhs.clone(),
+            hint: String::new(),
+        }
+    }
+
+    /// Shorthand for [`Error::BadShape`].
+    pub fn bad_shape(op: &'static str, shape: &Shape, msg: impl Into<String>) -> Self {
+        Error::BadShape {
+            op,
+            shape: shape.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidParam`].
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidParam {
+            op,
+            msg: msg.into(),
+        }
+    }
+}

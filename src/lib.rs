@@ -1,0 +1,35 @@
+//! # ganforge
+//!
+//! A from-scratch autodiff tensor engine with hand-written kernels, and the GAN family trained
+//! on top of it. Read it in this order:
+//!
+//! - [`tensor`]: f32 tensors (shape, storage, creation, the seeded RNG);
+//! - [`ops`]: the op table; each op's file holds its parameters, shape rule and CPU kernel;
+//! - [`autograd`]: the graph walk (`grad`, `backward`) and the backward rules, which are
+//!   themselves differentiable so second-order gradients (WGAN-GP) work;
+//! - [`backend`]: devices and storage (CPU now; the GPU backend plugs in here);
+//! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop.
+//!
+//! ```
+//! use ganforge::{autograd, Tensor};
+//! // d/dx of x^3 at x = 2 is 12, and d2/dx2 is 12 too.
+//! let x = Tensor::from_vec(vec![2.0], [1]).unwrap();
+//! x.set_requires_grad(true);
+//! let y = x.powf(3.0).sum_all().unwrap();
+//! let dx = autograd::grad(&[y], None, &[x.clone()], true).unwrap()[0].clone().unwrap();
+//! assert_eq!(dx.to_vec(), vec![12.0]);
+//! let d2x = autograd::grad(&[dx.sum_all().unwrap()], None, &[x], false).unwrap()[0].clone().unwrap();
+//! assert_eq!(d2x.to_vec(), vec![12.0]);
+//! ```
+
+pub mod autograd;
+pub mod backend;
+pub mod error;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+
+pub use backend::Device;
+pub use error::{Error, Result};
+pub use tensor::{Rng, Shape, Tensor};

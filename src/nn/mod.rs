@@ -1,0 +1,1 @@
+//! Layers (placeholder while written).

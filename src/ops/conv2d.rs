@@ -1,0 +1,337 @@
+//! conv2d: PyTorch's 2-D cross-correlation (`torch.nn.functional.conv2d`, no dilation or
+//! groups), and its weight gradient as an op of its own.
+//!
+//! Shapes: `x: [N, C_in, H, W]`, `weight: [C_out, C_in, KH, KW]`, `out: [N, C_out, OH, OW]`,
+//! `OH = (H + 2*padding - KH) / stride + 1` (floor), likewise OW.
+//! Index formula (zero outside the image):
+//! `out[n, co, oh, ow] = sum_{ci, kh, kw} w[co, ci, kh, kw] * x[n, ci, oh*s - p + kh, ow*s - p + kw]`
+//!
+//! Backward (autograd/rules.rs), each itself a differentiable op:
+//! - `dx = conv_transpose2d(g, w)` with the same stride/padding and the output_padding that
+//!   restores H and W (the floor in OH can drop up to `stride - 1` rows);
+//! - `dw = conv2d_weight_grad(x, g)` (this file).
+//!
+//! Bias is not part of the op: it is a broadcast add of a `[1, C_out, 1, 1]` view.
+
+use super::conv_transpose2d::ConvTranspose2dParams;
+use crate::backend::Storage;
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tensor::{Shape, Tensor};
+use rayon::prelude::*;
+
+/// Stride and zero padding of a convolution (the same on both axes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    /// Step between output positions, >= 1.
+    pub stride: usize,
+    /// Zeros added on every side of the input.
+    pub padding: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: 1,
+            padding: 0,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Validated parameters (stride must be at least 1).
+    pub fn new(stride: usize, padding: usize) -> Result<Self> {
+        if stride == 0 {
+            return Err(Error::invalid("conv2d", "stride must be at least 1"));
+        }
+        Ok(Conv2dParams { stride, padding })
+    }
+
+    /// `(in + 2p - k) / s + 1`, or `None` when the kernel is larger than the padded input.
+    pub fn out_size(&self, input: usize, kernel: usize) -> Option<usize> {
+        (input + 2 * self.padding)
+            .checked_sub(kernel)
+            .map(|r| r / self.stride.max(1) + 1)
+    }
+}
+
+/// What conv2d_weight_grad needs beyond the convolution: the kernel size it must produce
+/// (the input and output sizes alone do not determine it, because of the floor in OH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dWeightGradParams {
+    /// The forward convolution's stride and padding.
+    pub conv: Conv2dParams,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+}
+
+/// The output positions `o` in `0..out_len` with `0 <= o*stride + offset < in_len`, as a range
+/// (offset = `k - padding`, possibly negative). Lets the kernels skip the padding without a
+/// branch in the innermost loop.
+pub(crate) fn valid_range(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    offset: isize,
+) -> std::ops::Range<usize> {
+    let s = stride as isize;
+    // smallest o with o*s + offset >= 0
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset) + s - 1) / s
+    };
+    // largest o with o*s + offset <= in_len - 1, plus one
+    let hi_num = in_len as isize - 1 - offset;
+    let hi = if hi_num < 0 { 0 } else { hi_num / s + 1 };
+    let lo = lo.clamp(0, out_len as isize) as usize;
+    let hi = hi.clamp(0, out_len as isize) as usize;
+    lo..hi.max(lo)
+}
+
+/// Direct convolution, one `(n, co)` output plane per task.
+fn conv2d_cpu(
+    x: &[f32],
+    xs: (usize, usize, usize, usize),
+    w: &[f32],
+    ws: (usize, usize, usize, usize),
+    p: Conv2dParams,
+    oh_n: usize,
+    ow_n: usize,
+) -> Vec<f32> {
+    let (n_n, ci_n, h, wd) = xs;
+    let (co_n, _, kh_n, kw_n) = ws;
+    let (s, pad) = (p.stride, p.padding as isize);
+    let mut out = vec![0.0f32; n_n * co_n * oh_n * ow_n];
+    out.par_chunks_mut((oh_n * ow_n).max(1))
+        .enumerate()
+        .for_each(|(plane, out_plane)| {
+            let (n, co) = (plane / co_n, plane % co_n);
+            for ci in 0..ci_n {
+                let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
+                for kh in 0..kh_n {
+                    let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
+                    for kw in 0..kw_n {
+                        let wv = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+                        let ow_range = valid_range(ow_n, wd, s, kw as isize - pad);
+                        for oh in oh_range.clone() {
+                            let ih = (oh * s + kh) as isize - pad;
+                            let x_row = &x_plane[ih as usize * wd..][..wd];
+                            let out_row = &mut out_plane[oh * ow_n..][..ow_n];
+                            for ow in ow_range.clone() {
+                                let iw = ((ow * s + kw) as isize - pad) as usize;
+                                out_row[ow] += wv * x_row[iw];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `dw[co, ci, kh, kw] = sum_{n, oh, ow} gy[n, co, oh, ow] * x[n, ci, oh*s - p + kh, ow*s - p + kw]`,
+/// one `(co, ci)` kernel plane per task.
+fn conv2d_weight_grad_cpu(
+    x: &[f32],
+    xs: (usize, usize, usize, usize),
+    gy: &[f32],
+    gs: (usize, usize, usize, usize),
+    p: Conv2dWeightGradParams,
+) -> Vec<f32> {
+    let (n_n, ci_n, h, wd) = xs;
+    let (_, co_n, oh_n, ow_n) = gs;
+    let (kh_n, kw_n) = (p.kernel_h, p.kernel_w);
+    let (s, pad) = (p.conv.stride, p.conv.padding as isize);
+    let mut dw = vec![0.0f32; co_n * ci_n * kh_n * kw_n];
+    dw.par_chunks_mut((kh_n * kw_n).max(1))
+        .enumerate()
+        .for_each(|(plane, dw_plane)| {
+            let (co, ci) = (plane / ci_n, plane % ci_n);
+            for kh in 0..kh_n {
+                let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
+                for kw in 0..kw_n {
+                    let ow_range = valid_range(ow_n, wd, s, kw as isize - pad);
+                    let mut acc = 0.0f32;
+                    for n in 0..n_n {
+                        let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
+                        let g_plane = &gy[(n * co_n + co) * oh_n * ow_n..][..oh_n * ow_n];
+                        for oh in oh_range.clone() {
+                            let ih = ((oh * s + kh) as isize - pad) as usize;
+                            for ow in ow_range.clone() {
+                                let iw = ((ow * s + kw) as isize - pad) as usize;
+                                acc += g_plane[oh * ow_n + ow] * x_plane[ih * wd + iw];
+                            }
+                        }
+                    }
+                    dw_plane[kh * kw_n + kw] = acc;
+                }
+            }
+        });
+    dw
+}
+
+impl Tensor {
+    /// 2-D convolution (cross-correlation) with PyTorch's semantics; no bias.
+    pub fn conv2d(&self, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
+        self.check_same_device("conv2d", weight)?;
+        Conv2dParams::new(params.stride, params.padding)?;
+        let (n, ci, h, w) = self.shape().dims4("conv2d")?;
+        let (co, wci, kh, kw) = weight.shape().dims4("conv2d")?;
+        if wci != ci {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+                hint: format!("input has {ci} channels but the weight expects {wci} (weight is [C_out, C_in, KH, KW])"),
+            });
+        }
+        let (Some(oh), Some(ow)) = (params.out_size(h, kh), params.out_size(w, kw)) else {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+                hint: format!(
+                    "kernel {kh}x{kw} is larger than the padded input {}x{}",
+                    h + 2 * params.padding,
+                    w + 2 * params.padding
+                ),
+            });
+        };
+        let data = match (&*self.storage(), &*weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                conv2d_cpu(x, (n, ci, h, w), wt, (co, ci, kh, kw), params, oh, ow)
+            }
+        };
+        Ok(Tensor::from_op(
+            Storage::Cpu(data),
+            Shape::from([n, co, oh, ow]),
+            Op::Conv2d {
+                input: self.clone(),
+                weight: weight.clone(),
+                params,
+            },
+        ))
+    }
+
+    /// conv2d followed by a per-channel bias (`bias: [C_out]`).
+    pub fn conv2d_bias(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        params: Conv2dParams,
+    ) -> Result<Tensor> {
+        let y = self.conv2d(weight, params)?;
+        add_channel_bias(y, bias)
+    }
+
+    /// The gradient of `sum(conv2d(self, w) * grad_output)` with respect to `w`, for a kernel of
+    /// `params.kernel_h x params.kernel_w`. Differentiable in both `self` and `grad_output`.
+    pub fn conv2d_weight_grad(
+        &self,
+        grad_output: &Tensor,
+        params: Conv2dWeightGradParams,
+    ) -> Result<Tensor> {
+        self.check_same_device("conv2d_weight_grad", grad_output)?;
+        let (n, ci, h, w) = self.shape().dims4("conv2d_weight_grad")?;
+        let (gn, co, oh, ow) = grad_output.shape().dims4("conv2d_weight_grad")?;
+        let expect = (
+            params.conv.out_size(h, params.kernel_h),
+            params.conv.out_size(w, params.kernel_w),
+        );
+        if gn != n || expect != (Some(oh), Some(ow)) {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_weight_grad",
+                lhs: self.shape().clone(),
+                rhs: grad_output.shape().clone(),
+                hint: format!(
+                    "grad_output must be [{n}, C_out, {:?}, {:?}]",
+                    expect.0, expect.1
+                ),
+            });
+        }
+        let data = match (&*self.storage(), &*grad_output.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(g)) => {
+                conv2d_weight_grad_cpu(x, (n, ci, h, w), g, (n, co, oh, ow), params)
+            }
+        };
+        Ok(Tensor::from_op(
+            Storage::Cpu(data),
+            Shape::from([co, ci, params.kernel_h, params.kernel_w]),
+            Op::Conv2dWeightGrad {
+                input: self.clone(),
+                grad_output: grad_output.clone(),
+                params,
+            },
+        ))
+    }
+}
+
+/// Adds `bias: [C]` to `y: [N, C, H, W]` (broadcast over N, H, W).
+pub(crate) fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        None => Ok(y),
+        Some(b) => {
+            let c = b.elem_count();
+            y.add(&b.reshape([1, c, 1, 1])?)
+        }
+    }
+}
+
+/// Backward of `y = conv2d(x, w)`: returns `(dx, dw)` for the output gradient `g`.
+pub(crate) fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    params: Conv2dParams,
+    g: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (_, _, kh, kw) = w.shape().dims4("conv2d backward")?;
+    let dx = conv2d_input_grad(x.shape(), w, params, g)?;
+    let dw = x.conv2d_weight_grad(
+        g,
+        Conv2dWeightGradParams {
+            conv: params,
+            kernel_h: kh,
+            kernel_w: kw,
+        },
+    )?;
+    Ok((dx, dw))
+}
+
+/// `dx` of `y = conv2d(x, w)` for an input of shape `x_shape`: a transposed convolution.
+fn conv2d_input_grad(
+    x_shape: &Shape,
+    w: &Tensor,
+    params: Conv2dParams,
+    g: &Tensor,
+) -> Result<Tensor> {
+    let (_, _, h, wd) = x_shape.dims4("conv2d backward")?;
+    let (_, _, kh, kw) = w.shape().dims4("conv2d backward")?;
+    let (_, _, oh, ow) = g.shape().dims4("conv2d backward")?;
+    // conv_transpose2d would produce (OH-1)*s - 2p + K rows; the rest (< stride) come from
+    // the floor in conv2d's output size, and output_padding adds them back as zeros' adjoint.
+    let base_h = (oh - 1) * params.stride + kh - 2 * params.padding;
+    let base_w = (ow - 1) * params.stride + kw - 2 * params.padding;
+    let t_params = ConvTranspose2dParams {
+        stride: params.stride,
+        padding: params.padding,
+        output_padding: [h - base_h, wd - base_w],
+    };
+    g.conv_transpose2d(w, t_params)
+}
+
+/// Backward of `dw = conv2d_weight_grad(x, gy)` for the incoming gradient `gg` (shaped like
+/// dw). `dw` is bilinear in `(x, gy)`, so each gradient is the op with the other held fixed:
+/// `d x = conv_transpose2d(gy, gg)` (restoring x's size), `d gy = conv2d(x, gg)`.
+pub(crate) fn conv2d_weight_grad_backward(
+    x: &Tensor,
+    gy: &Tensor,
+    params: Conv2dWeightGradParams,
+    gg: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let dx = conv2d_input_grad(x.shape(), gg, params.conv, gy)?;
+    let dgy = x.conv2d(gg, params.conv)?;
+    Ok((dx, dgy))
+}

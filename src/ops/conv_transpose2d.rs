@@ -1,0 +1,208 @@
+//! conv_transpose2d: PyTorch's transposed convolution (`torch.nn.functional.conv_transpose2d`,
+//! no dilation or groups), the adjoint of conv2d with respect to its input.
+//!
+//! Shapes: `x: [N, C_in, H, W]`, `weight: [C_in, C_out, KH, KW]` (PyTorch's layout for
+//! transposed convs), `out: [N, C_out, OH, OW]` with
+//! `OH = (H - 1)*stride - 2*padding + KH + output_padding[0]`, likewise OW.
+//! Index formula (scatter form; positions outside the output are dropped):
+//! `out[n, co, ih*s - p + kh, iw*s - p + kw] += x[n, ci, ih, iw] * w[ci, co, kh, kw]`
+//!
+//! Backward (autograd/rules.rs):
+//! - `dx = conv2d(g, w)` with the same stride and padding. output_padding needs no term: the
+//!   extra rows it adds are exactly the ones conv2d's floor division ignores.
+//! - `dw = conv2d_weight_grad(g, x)`: with the roles of input and output swapped, conv2d's
+//!   weight gradient `[C_out', C_in', ..]` is `[C_in, C_out, ..]` here, the transposed layout.
+
+use super::conv2d::{valid_range, Conv2dParams, Conv2dWeightGradParams};
+use crate::backend::Storage;
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tensor::{Shape, Tensor};
+use rayon::prelude::*;
+
+/// Stride, padding and output padding of a transposed convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTranspose2dParams {
+    /// Step between input positions in the output, >= 1.
+    pub stride: usize,
+    /// Rows/columns removed from every side of the full output.
+    pub padding: usize,
+    /// Extra rows and columns `[h, w]` added at the bottom/right; each must be < stride.
+    pub output_padding: [usize; 2],
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams {
+            stride: 1,
+            padding: 0,
+            output_padding: [0, 0],
+        }
+    }
+}
+
+impl ConvTranspose2dParams {
+    /// Validated parameters with the same output padding on both axes.
+    pub fn new(stride: usize, padding: usize, output_padding: usize) -> Result<Self> {
+        let p = ConvTranspose2dParams {
+            stride,
+            padding,
+            output_padding: [output_padding, output_padding],
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.stride == 0 {
+            return Err(Error::invalid(
+                "conv_transpose2d",
+                "stride must be at least 1",
+            ));
+        }
+        if self.output_padding.iter().any(|&o| o >= self.stride) {
+            return Err(Error::invalid(
+                "conv_transpose2d",
+                format!(
+                    "output_padding {:?} must be smaller than stride {}",
+                    self.output_padding, self.stride
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `(in - 1)*s - 2p + k + output_padding[axis]`, or `None` if that is not positive.
+    pub fn out_size(&self, input: usize, kernel: usize, axis: usize) -> Option<usize> {
+        ((input.max(1) - 1) * self.stride + kernel + self.output_padding[axis])
+            .checked_sub(2 * self.padding)
+            .filter(|&o| o > 0)
+    }
+
+    /// The conv2d this op is the adjoint of.
+    pub fn as_conv(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+}
+
+/// Scatter form, one `(n, co)` output plane per task so no two tasks write the same memory.
+#[allow(clippy::too_many_arguments)]
+fn conv_transpose2d_cpu(
+    x: &[f32],
+    xs: (usize, usize, usize, usize),
+    w: &[f32],
+    ws: (usize, usize, usize, usize),
+    p: ConvTranspose2dParams,
+    oh_n: usize,
+    ow_n: usize,
+) -> Vec<f32> {
+    let (n_n, ci_n, h, wd) = xs;
+    let (_, co_n, kh_n, kw_n) = ws;
+    let (s, pad) = (p.stride, p.padding as isize);
+    let mut out = vec![0.0f32; n_n * co_n * oh_n * ow_n];
+    out.par_chunks_mut((oh_n * ow_n).max(1))
+        .enumerate()
+        .for_each(|(plane, out_plane)| {
+            let (n, co) = (plane / co_n, plane % co_n);
+            for ci in 0..ci_n {
+                let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
+                for kh in 0..kh_n {
+                    // input rows ih whose output row ih*s - p + kh lands inside [0, OH)
+                    let ih_range = valid_range(h, oh_n, s, kh as isize - pad);
+                    for kw in 0..kw_n {
+                        let wv = w[((ci * co_n + co) * kh_n + kh) * kw_n + kw];
+                        let iw_range = valid_range(wd, ow_n, s, kw as isize - pad);
+                        for ih in ih_range.clone() {
+                            let oh = ((ih * s + kh) as isize - pad) as usize;
+                            let x_row = &x_plane[ih * wd..][..wd];
+                            let out_row = &mut out_plane[oh * ow_n..][..ow_n];
+                            for iw in iw_range.clone() {
+                                let ow = ((iw * s + kw) as isize - pad) as usize;
+                                out_row[ow] += wv * x_row[iw];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+impl Tensor {
+    /// Transposed 2-D convolution with PyTorch's semantics and weight layout; no bias.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        params: ConvTranspose2dParams,
+    ) -> Result<Tensor> {
+        self.check_same_device("conv_transpose2d", weight)?;
+        params.validate()?;
+        let (n, ci, h, w) = self.shape().dims4("conv_transpose2d")?;
+        let (wci, co, kh, kw) = weight.shape().dims4("conv_transpose2d")?;
+        if wci != ci {
+            return Err(Error::ShapeMismatch {
+                op: "conv_transpose2d",
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+                hint: format!("input has {ci} channels but the weight expects {wci} (weight is [C_in, C_out, KH, KW])"),
+            });
+        }
+        let (Some(oh), Some(ow)) = (params.out_size(h, kh, 0), params.out_size(w, kw, 1)) else {
+            return Err(Error::ShapeMismatch {
+                op: "conv_transpose2d",
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+                hint: format!("padding {} leaves no output", params.padding),
+            });
+        };
+        let data = match (&*self.storage(), &*weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                conv_transpose2d_cpu(x, (n, ci, h, w), wt, (ci, co, kh, kw), params, oh, ow)
+            }
+        };
+        Ok(Tensor::from_op(
+            Storage::Cpu(data),
+            Shape::from([n, co, oh, ow]),
+            Op::ConvTranspose2d {
+                input: self.clone(),
+                weight: weight.clone(),
+                params,
+            },
+        ))
+    }
+
+    /// conv_transpose2d followed by a per-channel bias (`bias: [C_out]`).
+    pub fn conv_transpose2d_bias(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        params: ConvTranspose2dParams,
+    ) -> Result<Tensor> {
+        let y = self.conv_transpose2d(weight, params)?;
+        super::conv2d::add_channel_bias(y, bias)
+    }
+}
+
+/// Backward of `y = conv_transpose2d(x, w)`: returns `(dx, dw)` for the output gradient `g`.
+pub(crate) fn conv_transpose2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    params: ConvTranspose2dParams,
+    g: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (_, _, kh, kw) = w.shape().dims4("conv_transpose2d backward")?;
+    let conv = params.as_conv();
+    let dx = g.conv2d(w, conv)?;
+    let dw = g.conv2d_weight_grad(
+        x,
+        Conv2dWeightGradParams {
+            conv,
+            kernel_h: kh,
+            kernel_w: kw,
+        },
+    )?;
+    Ok((dx, dw))
+}

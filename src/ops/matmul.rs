@@ -1,0 +1,108 @@
+//! Matrix product, 2-D and batched: `out[b, i, j] = sum_k lhs[b, i, k] * rhs[b, k, j]`.
+//! Batch dims broadcast like elementwise ops (a 2-D rhs is shared by every batch entry).
+//! Backward (autograd/rules.rs): `d_lhs = g @ rhs^T`, `d_rhs = lhs^T @ g`, each summed back to
+//! its operand's shape.
+
+use crate::backend::{cpu, Storage};
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tensor::{Shape, Tensor};
+
+/// Reference kernel. `lhs: [batch.., M, K]`, `rhs: [batch.., K, N]`, `out: [batch.., M, N]`;
+/// rows of `out` in parallel, i-k-j loop order so the inner loop runs along contiguous rows of
+/// `rhs` and `out` (and vectorises).
+#[allow(clippy::too_many_arguments)]
+fn matmul_cpu(
+    lhs: &[f32],
+    rhs: &[f32],
+    batch_shape: &Shape,
+    lhs_batch_strides: &[usize],
+    rhs_batch_strides: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    let batches = batch_shape.elem_count();
+    let mut out = vec![0.0f32; batches * m * n];
+    let bdims = batch_shape.dims();
+    cpu::for_each_row(&mut out, n, |row, out_row| {
+        let (b, i) = (row / m, row % m);
+        // Offsets of this batch entry in each operand (stride 0 on broadcast batch dims).
+        let (mut lo, mut ro, mut rem) = (0, 0, b);
+        for d in (0..bdims.len()).rev() {
+            let idx = rem % bdims[d];
+            rem /= bdims[d];
+            lo += idx * lhs_batch_strides[d];
+            ro += idx * rhs_batch_strides[d];
+        }
+        let a_row = &lhs[lo * m * k + i * k..][..k];
+        let b_mat = &rhs[ro * k * n..][..k * n];
+        for (kk, &a) in a_row.iter().enumerate() {
+            let b_row = &b_mat[kk * n..(kk + 1) * n];
+            for (o, &bv) in out_row.iter_mut().zip(b_row) {
+                *o += a * bv;
+            }
+        }
+    });
+    out
+}
+
+impl Tensor {
+    /// Matrix product of the last two dims, batch dims broadcast.
+    ///
+    /// ```
+    /// use ganforge::Tensor;
+    /// let a = Tensor::from_vec(vec![1., 2., 3., 4.], [2, 2]).unwrap();
+    /// let b = Tensor::from_vec(vec![5., 6., 7., 8.], [2, 2]).unwrap();
+    /// assert_eq!(a.matmul(&b).unwrap().to_vec(), vec![19., 22., 43., 50.]);
+    /// ```
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.check_same_device("matmul", rhs)?;
+        let (ls, rs) = (self.shape(), rhs.shape());
+        if ls.rank() < 2 || rs.rank() < 2 {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: ls.clone(),
+                rhs: rs.clone(),
+                hint: "both operands need at least 2 dims".into(),
+            });
+        }
+        let (m, k) = (ls.dims()[ls.rank() - 2], ls.dims()[ls.rank() - 1]);
+        let (k2, n) = (rs.dims()[rs.rank() - 2], rs.dims()[rs.rank() - 1]);
+        if k != k2 {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: ls.clone(),
+                rhs: rs.clone(),
+                hint: format!("inner dims differ: {k} vs {k2}"),
+            });
+        }
+        let lb = Shape::from(&ls.dims()[..ls.rank() - 2]);
+        let rb = Shape::from(&rs.dims()[..rs.rank() - 2]);
+        let batch = Shape::broadcast("matmul", &lb, &rb)?;
+        let (lbs, rbs) = (lb.broadcast_strides(&batch), rb.broadcast_strides(&batch));
+        let data = match (&*self.storage(), &*rhs.storage()) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => matmul_cpu(a, b, &batch, &lbs, &rbs, m, k, n),
+        };
+        let mut out_dims = batch.dims().to_vec();
+        out_dims.extend([m, n]);
+        Ok(Tensor::from_op(
+            Storage::Cpu(data),
+            Shape::from(out_dims),
+            Op::Matmul {
+                lhs: self.clone(),
+                rhs: rhs.clone(),
+            },
+        ))
+    }
+
+    /// `x @ weight^T + bias` with PyTorch's Linear layout: `x: [.., in]`, `weight: [out, in]`,
+    /// `bias: [out]`.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let y = self.matmul(&weight.t()?)?;
+        match bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Tensors: shared, immutable handles to f32 data on a device, plus the autodiff record of how
+//! they were made.
+//!
+//! A [`Tensor`] is an `Arc`: cloning one is cheap and shares data. Ops never mutate their
+//! inputs; they return new tensors. The only in-place writes are the optimizers' updates and
+//! batch norm's running statistics, which go through [`Tensor::write_storage`] on tensors that
+//! are not part of a live graph.
+
+mod creation;
+mod rng;
+mod shape;
+
+pub use rng::Rng;
+pub use shape::Shape;
+
+use crate::autograd;
+use crate::backend::{Device, Storage};
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+/// A unique id per tensor node, used by autodiff to key gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        TensorId(COUNTER.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub(crate) struct TensorInner {
+    id: TensorId,
+    storage: Arc<RwLock<Storage>>,
+    shape: Shape,
+    /// The op that made this tensor, kept only when some input is tracked by autodiff and
+    /// grad mode is on. `None` for leaves and constants.
+    op: Option<Op>,
+    /// Set by the user on leaves (parameters, inputs of a gradient penalty).
+    requires_grad: AtomicBool,
+    /// Gradient accumulated by [`Tensor::backward`] (leaves only).
+    grad: Mutex<Option<Tensor>>,
+}
+
+/// An n-dimensional f32 array on a [`Device`], contiguous and row-major, with autodiff.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.to_vec();
+        let shown: Vec<f32> = data.iter().take(8).copied().collect();
+        write!(
+            f,
+            "Tensor(shape={:?}, device={}, op={}, data={:?}{})",
+            self.shape(),
+            self.device(),
+            self.op().map(|o| o.name()).unwrap_or("leaf"),
+            shown,
+            if data.len() > 8 { " ..." } else { "" }
+        )
+    }
+}
+
+impl Tensor {
+    /// Wraps storage as a new leaf tensor (no autodiff history).
+    pub fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if storage.len() != shape.elem_count() {
+            return Err(Error::ElementCount {
+                op: "from_storage",
+                shape: shape.clone(),
+                got: storage.len(),
+                want: shape.elem_count(),
+            });
+        }
+        Ok(Self::make(Arc::new(RwLock::new(storage)), shape, None))
+    }
+
+    fn make(storage: Arc<RwLock<Storage>>, shape: Shape, op: Option<Op>) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::new(),
+            storage,
+            shape,
+            op,
+            requires_grad: AtomicBool::new(false),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The result of an op: records `op` for autodiff only when grad mode is on and one of its
+    /// inputs is tracked; otherwise the result is a plain constant and the inputs can be freed.
+    pub(crate) fn from_op(storage: Storage, shape: Shape, op: Op) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.elem_count(), "{}", op.name());
+        let track = autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked());
+        Self::make(
+            Arc::new(RwLock::new(storage)),
+            shape,
+            if track { Some(op) } else { None },
+        )
+    }
+
+    /// Like [`Tensor::from_op`] but sharing the input's storage (reshape of contiguous data).
+    pub(crate) fn from_op_shared(&self, shape: Shape, op: Op) -> Tensor {
+        let track = autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked());
+        Self::make(
+            self.0.storage.clone(),
+            shape,
+            if track { Some(op) } else { None },
+        )
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.0.shape
+    }
+    /// The dims, outermost first.
+    pub fn dims(&self) -> &[usize] {
+        self.0.shape.dims()
+    }
+    /// Number of dims.
+    pub fn rank(&self) -> usize {
+        self.0.shape.rank()
+    }
+    /// Number of elements.
+    pub fn elem_count(&self) -> usize {
+        self.0.shape.elem_count()
+    }
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        self.0.storage.read().unwrap().device()
+    }
+    /// The op that made this tensor, if it is part of a recorded graph.
+    pub fn op(&self) -> Option<&Op> {
+        self.0.op.as_ref()
+    }
+    /// Read access to the storage.
+    pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap()
+    }
+    /// True if two tensors share the same storage buffer.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// In-place write to the data (optimizer updates, running statistics). Refused on a tensor
+    /// that is the output of a recorded op, whose value a pending backward may still need.
+    pub fn write_storage<R>(&self, f: impl FnOnce(&mut Storage) -> R) -> Result<R> {
+        if self.0.op.is_some() {
+            return Err(Error::Autograd(
+                "in-place write to a tensor that is part of a recorded graph; detach it first"
+                    .into(),
+            ));
+        }
+        let mut guard = self.0.storage.write().unwrap();
+        Ok(f(&mut guard))
+    }
+
+    /// Copies the data out to host memory, row-major.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.storage().to_vec()
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f32> {
+        if self.elem_count() != 1 {
+            return Err(Error::bad_shape(
+                "to_scalar",
+                self.shape(),
+                "expected exactly one element",
+            ));
+        }
+        Ok(self.to_vec()[0])
+    }
+
+    /// Moves (copies) the tensor to `device`. The result is a leaf: no autodiff history.
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::from_storage(Storage::Cpu(self.to_vec()), self.shape().clone()),
+        }
+    }
+
+    // ---- autodiff flags ------------------------------------------------------------------
+
+    /// True if gradients flow to or through this tensor.
+    pub fn is_tracked(&self) -> bool {
+        self.0.op.is_some() || self.0.requires_grad.load(Ordering::Relaxed)
+    }
+    /// True if the user asked for this leaf's gradient.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+    /// Marks a leaf as needing its gradient (parameters, the interpolates of a gradient
+    /// penalty). Returns `self` for chaining.
+    pub fn set_requires_grad(&self, on: bool) -> &Tensor {
+        self.0.requires_grad.store(on, Ordering::Relaxed);
+        self
+    }
+    /// A new leaf sharing this tensor's data, cut from the graph (like `torch.Tensor.detach`).
+    pub fn detach(&self) -> Tensor {
+        Self::make(self.0.storage.clone(), self.shape().clone(), None)
+    }
+    /// The gradient accumulated by [`Tensor::backward`], if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap().clone()
+    }
+    /// Replaces the accumulated gradient.
+    pub fn set_grad(&self, g: Option<Tensor>) {
+        *self.0.grad.lock().unwrap() = g;
+    }
+    /// Clears the accumulated gradient (`None`, like PyTorch's `set_to_none=True`).
+    pub fn zero_grad(&self) {
+        self.set_grad(None);
+    }
+
+    /// Same-device check used by every binary op.
+    pub(crate) fn check_same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        let (a, b) = (self.device(), other.device());
+        if a != b {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: a.name(),
+                rhs: b.name(),
+            });
+        }
+        Ok(())
+    }
+}
