@@ -19,6 +19,7 @@ pub mod shape_ops;
 pub use conv2d::{Conv2dParams, Conv2dWeightGradParams};
 pub use conv_transpose2d::ConvTranspose2dParams;
 pub use elementwise::{BinaryOp, UnaryOp};
+pub use norm::{BatchNormParams, RunningStats};
 
 use crate::tensor::Tensor;
 use std::sync::Arc;
