@@ -31,8 +31,9 @@ gradient_penalty.safetensors
     g = autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)[0];
     gp = ((g.view(3,-1).norm(2, dim=1) - 1)**2).mean();
     loss = D(fake).mean() - D(real).mean() + 10*gp (the W4 critic loss).
-    Keys: D.main.{0,2,6}.{weight,bias}, real, fake, eps, x_hat, d_x_hat, g, gp, loss,
-    grad_gp.<param> = d gp / d param (the second-order path), grad_loss.<param> = d loss / d param.
+    Keys: D.main.{0,2,5}.{weight,bias}, real, fake, eps, x_hat, d_x_hat, g, gp, loss,
+    grad_gp.<param> = d gp / d param (the second-order path; zeros where gp does not depend on
+    the parameter), grad_loss.<param> = d loss / d param.
 
 dcgan_pair.safetensors
     The W1 DCGAN-MNIST pair with reduced widths (nz = 8, ngf = 4, ndf = 4), batch 3, BN in
@@ -179,7 +180,12 @@ def gradient_penalty_fixture():
     d_x_hat = d(x_hat)
     (g,) = torch.autograd.grad(d_x_hat.sum(), x_hat, create_graph=True)
     gp = ((g.view(3, -1).norm(2, dim=1) - 1) ** 2).mean()
-    grads_gp = torch.autograd.grad(gp, [params[n] for n in names], retain_graph=True)
+    # gp does not depend on the last layer's bias at all (its gradient is stored as zeros), and
+    # depends on the conv biases only through LeakyReLU's piecewise-constant slope (zeros too).
+    grads_gp = torch.autograd.grad(
+        gp, [params[n] for n in names], retain_graph=True, allow_unused=True
+    )
+    grads_gp = [torch.zeros_like(params[n]) if gg is None else gg for n, gg in zip(names, grads_gp)]
     loss = d(fake).mean() - d(real).mean() + 10 * gp
     grads_loss = torch.autograd.grad(loss, [params[n] for n in names])
     t = {
