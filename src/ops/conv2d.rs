@@ -177,7 +177,16 @@ impl Tensor {
     /// 2-D convolution (cross-correlation) with PyTorch's semantics; no bias.
     pub fn conv2d(&self, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
         self.check_same_device("conv2d", weight)?;
-        Conv2dParams::new(params.stride, params.padding)?;
+        if params.stride == 0 {
+            return Err(Error::invalid(
+                "conv2d",
+                format!(
+                    "stride must be at least 1 (input {:?}, weight {:?})",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
+        }
         let (n, ci, h, w) = self.shape().dims4("conv2d")?;
         let (co, wci, kh, kw) = weight.shape().dims4("conv2d")?;
         if wci != ci {
@@ -235,6 +244,16 @@ impl Tensor {
         params: Conv2dWeightGradParams,
     ) -> Result<Tensor> {
         self.check_same_device("conv2d_weight_grad", grad_output)?;
+        if params.conv.stride == 0 {
+            return Err(Error::invalid(
+                "conv2d_weight_grad",
+                format!(
+                    "stride must be at least 1 (input {:?}, grad_output {:?})",
+                    self.shape(),
+                    grad_output.shape()
+                ),
+            ));
+        }
         let (n, ci, h, w) = self.shape().dims4("conv2d_weight_grad")?;
         let (gn, co, oh, ow) = grad_output.shape().dims4("conv2d_weight_grad")?;
         let expect = (
@@ -312,12 +331,14 @@ fn conv2d_input_grad(
     let (_, _, oh, ow) = g.shape().dims4("conv2d backward")?;
     // conv_transpose2d would produce (OH-1)*s - 2p + K rows; the rest (< stride) come from
     // the floor in conv2d's output size, and output_padding adds them back as zeros' adjoint.
-    let base_h = (oh - 1) * params.stride + kh - 2 * params.padding;
-    let base_w = (ow - 1) * params.stride + kw - 2 * params.padding;
+    // (written so no intermediate goes negative: the base size itself can be below zero when
+    // the padding exceeds the image, e.g. H = 1, K = 1, p = 3, s = 4)
+    let extra_h = (h + 2 * params.padding) - ((oh - 1) * params.stride + kh);
+    let extra_w = (wd + 2 * params.padding) - ((ow - 1) * params.stride + kw);
     let t_params = ConvTranspose2dParams {
         stride: params.stride,
         padding: params.padding,
-        output_padding: [h - base_h, wd - base_w],
+        output_padding: [extra_h, extra_w],
     };
     g.conv_transpose2d(w, t_params)
 }

@@ -139,7 +139,16 @@ impl Tensor {
         params: ConvTranspose2dParams,
     ) -> Result<Tensor> {
         self.check_same_device("conv_transpose2d", weight)?;
-        params.validate()?;
+        if let Err(Error::InvalidParam { op, msg }) = params.validate() {
+            return Err(Error::InvalidParam {
+                op,
+                msg: format!(
+                    "{msg} (input {:?}, weight {:?})",
+                    self.shape(),
+                    weight.shape()
+                ),
+            });
+        }
         let (n, ci, h, w) = self.shape().dims4("conv_transpose2d")?;
         let (wci, co, kh, kw) = weight.shape().dims4("conv_transpose2d")?;
         if wci != ci {

@@ -8,7 +8,13 @@ use ganforge::{autograd, Device, Rng, Tensor};
 
 /// Asserts `got` (f32) matches `want` (f64 reference) elementwise.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, reference has {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, reference has {}",
+        got.len(),
+        want.len()
+    );
     let mut bad = Vec::new();
     let mut max_diff = 0.0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -21,7 +27,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
         }
     }
     if !bad.is_empty() {
-        let first: Vec<String> = bad.iter().take(8).map(|(i, g, w)| format!("[{i}] got {g} want {w}")).collect();
+        let first: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|(i, g, w)| format!("[{i}] got {g} want {w}"))
+            .collect();
         panic!(
             "{what}: {} of {} values differ (atol {atol}, rtol {rtol}), max diff {max_diff:e}; first: {}",
             bad.len(),
@@ -69,7 +79,12 @@ pub fn f64s(t: &Tensor) -> Vec<f64> {
 /// Central finite differences of the scalar function `f` with respect to every element of
 /// input `which`, evaluated in f32 by the engine (so `eps` must not be too small: 1e-2 suits
 /// smooth functions of O(1) inputs).
-pub fn numeric_grad(f: &dyn Fn(&[Tensor]) -> f64, inputs: &[Tensor], which: usize, eps: f32) -> Vec<f64> {
+pub fn numeric_grad(
+    f: &dyn Fn(&[Tensor]) -> f64,
+    inputs: &[Tensor],
+    which: usize,
+    eps: f32,
+) -> Vec<f64> {
     let base = inputs[which].to_vec();
     let shape = inputs[which].dims().to_vec();
     let mut out = Vec::with_capacity(base.len());
@@ -88,15 +103,30 @@ pub fn numeric_grad(f: &dyn Fn(&[Tensor]) -> f64, inputs: &[Tensor], which: usiz
 
 /// Checks autodiff against finite differences for `loss = f(inputs)` (f must return a scalar
 /// tensor): every input's analytic gradient must match within `atol + rtol * |fd|`.
-pub fn check_gradients(what: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], eps: f32, atol: f64, rtol: f64) {
+pub fn check_gradients(
+    what: &str,
+    f: &dyn Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    eps: f32,
+    atol: f64,
+    rtol: f64,
+) {
     let leaves: Vec<Tensor> = inputs.iter().map(leaf).collect();
     let loss = f(&leaves);
     let grads = autograd::grad(&[loss], None, &leaves, false).unwrap();
     let scalar = |args: &[Tensor]| f(args).to_scalar().unwrap() as f64;
     for (i, g) in grads.iter().enumerate() {
-        let g = g.as_ref().unwrap_or_else(|| panic!("{what}: no gradient for input {i}"));
+        let g = g
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no gradient for input {i}"));
         let fd = numeric_grad(&scalar, inputs, i, eps);
-        assert_close(&format!("{what}: d/d input {i}"), &g.to_vec(), &fd, atol, rtol);
+        assert_close(
+            &format!("{what}: d/d input {i}"),
+            &g.to_vec(),
+            &fd,
+            atol,
+            rtol,
+        );
     }
 }
 
