@@ -79,7 +79,13 @@ impl Tensor {
         }
         let lb = Shape::from(&ls.dims()[..ls.rank() - 2]);
         let rb = Shape::from(&rs.dims()[..rs.rank() - 2]);
-        let batch = Shape::broadcast("matmul", &lb, &rb)?;
+        // Report the full operand shapes, not just their batch dims.
+        let batch = Shape::broadcast("matmul", &lb, &rb).map_err(|_| Error::ShapeMismatch {
+            op: "matmul",
+            lhs: ls.clone(),
+            rhs: rs.clone(),
+            hint: format!("batch dims {lb:?} and {rb:?} cannot broadcast"),
+        })?;
         let (lbs, rbs) = (lb.broadcast_strides(&batch), rb.broadcast_strides(&batch));
         let data = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => matmul_cpu(a, b, &batch, &lbs, &rbs, m, k, n),
