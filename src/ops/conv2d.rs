@@ -14,6 +14,8 @@
 //! Bias is not part of the op: it is a broadcast add of a `[1, C_out, 1, 1]` view.
 
 use super::conv_transpose2d::ConvTranspose2dParams;
+use crate::backend::cpu::gemm::{gemm, MatRef};
+use crate::backend::cpu::swap_outer_dims;
 use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::ops::Op;
@@ -92,7 +94,7 @@ pub(crate) fn valid_range(
 }
 
 /// Direct convolution, one `(n, co)` output plane per task.
-fn conv2d_cpu(
+fn conv2d_cpu_direct(
     x: &[f32],
     xs: (usize, usize, usize, usize),
     w: &[f32],
@@ -134,7 +136,7 @@ fn conv2d_cpu(
 
 /// `dw[co, ci, kh, kw] = sum_{n, oh, ow} gy[n, co, oh, ow] * x[n, ci, oh*s - p + kh, ow*s - p + kw]`,
 /// one `(co, ci)` kernel plane per task.
-fn conv2d_weight_grad_cpu(
+fn conv2d_weight_grad_cpu_direct(
     x: &[f32],
     xs: (usize, usize, usize, usize),
     gy: &[f32],
@@ -170,6 +172,100 @@ fn conv2d_weight_grad_cpu(
                 }
             }
         });
+    dw
+}
+
+/// im2col over the whole batch, the lowering that turns a convolution into one GEMM:
+/// `cols[(ci*KH + kh)*KW + kw][n*OH*OW + oh*OW + ow] = x[n, ci, oh*s - p + kh, ow*s - p + kw]`
+/// (0 where that position is padding). Shape `[C_in*KH*KW, N*OH*OW]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col(
+    x: &[f32],
+    (n_n, ci_n, h, wd): (usize, usize, usize, usize),
+    kh_n: usize,
+    kw_n: usize,
+    p: Conv2dParams,
+    oh_n: usize,
+    ow_n: usize,
+) -> Vec<f32> {
+    let (s, pad) = (p.stride, p.padding as isize);
+    let plane = oh_n * ow_n;
+    let row_len = n_n * plane;
+    let mut cols = vec![0.0f32; ci_n * kh_n * kw_n * row_len];
+    crate::backend::cpu::for_each_row(&mut cols, row_len, |r, row| {
+        let (ci, kh, kw) = (r / (kh_n * kw_n), (r / kw_n) % kh_n, r % kw_n);
+        let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
+        let ow_range = valid_range(ow_n, wd, s, kw as isize - pad);
+        for n in 0..n_n {
+            let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
+            let dst = &mut row[n * plane..][..plane];
+            for oh in oh_range.clone() {
+                let ih = ((oh * s + kh) as isize - pad) as usize;
+                for ow in ow_range.clone() {
+                    let iw = ((ow * s + kw) as isize - pad) as usize;
+                    dst[oh * ow_n + ow] = x_plane[ih * wd + iw];
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// conv2d as one GEMM: `out'[C_out, N*OH*OW] = W[C_out, C_in*KH*KW] @ im2col(x)`, then
+/// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_direct`] (the reference).
+fn conv2d_cpu_gemm(
+    x: &[f32],
+    xs: (usize, usize, usize, usize),
+    w: &[f32],
+    ws: (usize, usize, usize, usize),
+    p: Conv2dParams,
+    oh_n: usize,
+    ow_n: usize,
+) -> Vec<f32> {
+    let (n_n, ci_n, _, _) = xs;
+    let (co_n, _, kh_n, kw_n) = ws;
+    let cols = im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n);
+    let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
+    let mut out_cn = vec![0.0f32; co_n * np];
+    gemm(
+        co_n,
+        np,
+        k,
+        MatRef::row_major(w, k),
+        MatRef::row_major(&cols, np),
+        &mut out_cn,
+        np,
+        false,
+    );
+    swap_outer_dims(&out_cn, co_n, n_n, oh_n * ow_n)
+}
+
+/// conv2d's weight gradient as one GEMM: `dW[C_out, C_in*KH*KW] = gy'[C_out, N*P] @ im2col(x)^T`
+/// (the transpose is a strided view, not a copy). Same result as
+/// [`conv2d_weight_grad_cpu_direct`] (the reference).
+fn conv2d_weight_grad_cpu_gemm(
+    x: &[f32],
+    xs: (usize, usize, usize, usize),
+    gy: &[f32],
+    gs: (usize, usize, usize, usize),
+    p: Conv2dWeightGradParams,
+) -> Vec<f32> {
+    let (n_n, ci_n, _, _) = xs;
+    let (_, co_n, oh_n, ow_n) = gs;
+    let cols = im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n);
+    let gy_cn = swap_outer_dims(gy, n_n, co_n, oh_n * ow_n);
+    let (k, np) = (ci_n * p.kernel_h * p.kernel_w, n_n * oh_n * ow_n);
+    let mut dw = vec![0.0f32; co_n * k];
+    gemm(
+        co_n,
+        k,
+        np,
+        MatRef::row_major(&gy_cn, np),
+        MatRef::row_major(&cols, np).t(),
+        &mut dw,
+        k,
+        false,
+    );
     dw
 }
 
@@ -211,7 +307,7 @@ impl Tensor {
         };
         let data = match (&*self.storage(), &*weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                conv2d_cpu(x, (n, ci, h, w), wt, (co, ci, kh, kw), params, oh, ow)
+                conv2d_cpu_gemm(x, (n, ci, h, w), wt, (co, ci, kh, kw), params, oh, ow)
             }
         };
         Ok(Tensor::from_op(
@@ -273,7 +369,7 @@ impl Tensor {
         }
         let data = match (&*self.storage(), &*grad_output.storage()) {
             (Storage::Cpu(x), Storage::Cpu(g)) => {
-                conv2d_weight_grad_cpu(x, (n, ci, h, w), g, (n, co, oh, ow), params)
+                conv2d_weight_grad_cpu_gemm(x, (n, ci, h, w), g, (n, co, oh, ow), params)
             }
         };
         Ok(Tensor::from_op(
@@ -355,4 +451,62 @@ pub(crate) fn conv2d_weight_grad_backward(
     let dx = conv2d_input_grad(x.shape(), gg, params.conv, gy)?;
     let dgy = x.conv2d(gg, params.conv)?;
     Ok((dx, dgy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Rng;
+
+    fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}[{i}]: gemm path {g}, direct {w}"
+            );
+        }
+    }
+
+    /// The GEMM lowering against the direct loops it replaces, on odd shapes.
+    #[test]
+    fn gemm_kernels_match_direct_kernels() {
+        let mut rng = Rng::new(7);
+        // (n, ci, h, w, co, k, stride, padding)
+        for (n, ci, h, w, co, k, s, pad) in [
+            (3, 5, 7, 9, 4, 3, 2, 1),
+            (1, 1, 28, 28, 6, 4, 2, 1),
+            (2, 7, 5, 5, 3, 5, 1, 2),
+            (3, 2, 9, 7, 5, 1, 3, 0),
+        ] {
+            let p = Conv2dParams {
+                stride: s,
+                padding: pad,
+            };
+            let (oh, ow) = (p.out_size(h, k).unwrap(), p.out_size(w, k).unwrap());
+            let x = rand(&mut rng, n * ci * h * w);
+            let wt = rand(&mut rng, co * ci * k * k);
+            let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{pad}");
+            close(
+                &what,
+                &conv2d_cpu_gemm(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
+                &conv2d_cpu_direct(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
+            );
+            let gy = rand(&mut rng, n * co * oh * ow);
+            let wp = Conv2dWeightGradParams {
+                conv: p,
+                kernel_h: k,
+                kernel_w: k,
+            };
+            close(
+                &format!("weight grad {what}"),
+                &conv2d_weight_grad_cpu_gemm(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
+                &conv2d_weight_grad_cpu_direct(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
+            );
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! and backward rule. What is here is the machinery they share. Work is split with rayon only
 //! when it is large enough to pay for the split.
 
+pub mod gemm;
+
 use rayon::prelude::*;
 
 /// Below this many elements an elementwise loop runs on one thread.
@@ -51,4 +53,17 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
             .enumerate()
             .for_each(|(r, row)| f(r, row));
     }
+}
+
+/// `[a, b, inner] -> [b, a, inner]`: swaps the two outer dims of a row-major buffer with
+/// contiguous block copies (e.g. conv's `[N, C, H*W]` <-> `[C, N, H*W]` around a GEMM).
+pub fn swap_outer_dims(x: &[f32], a: usize, b: usize, inner: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for_each_row(&mut out, (a * inner).max(1), |j, out_block| {
+        for i in 0..a {
+            out_block[i * inner..(i + 1) * inner]
+                .copy_from_slice(&x[(i * b + j) * inner..][..inner]);
+        }
+    });
+    out
 }

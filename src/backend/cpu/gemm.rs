@@ -1,0 +1,478 @@
+//! GEMM, the engine's own: `C[M, N] (+)= A[M, K] · B[K, N]` in f32, no BLAS.
+//!
+//! Operands are read through strides ([`MatRef`]), so a transposed A or B costs nothing: the
+//! packing step below reads it in whatever order it is stored.
+//!
+//! The structure is the classic Goto/BLIS one:
+//! - loop `jc` over column blocks of width `NC`, loop `pc` over depth blocks of `KC`;
+//! - pack `B[pc.., jc..]` into panels of `NR` columns, `[panel][p][NR]`, zero-padded;
+//! - in parallel tasks (an `MC`-row block of A times a range of B panels), pack
+//!   `A[ic.., pc..]` into panels of `MR` rows, `[panel][p][MR]`, then for each pair of panels
+//!   run the microkernel, which keeps an `MR x NR` tile of C in registers for all `kc` steps:
+//!   `C[i, j] += sum_p Apanel[p][i] * Bpanel[p][j]`.
+//!
+//! Microkernels, picked once at run time: AVX-512F (8 x 32), AVX2+FMA (6 x 16), and a
+//! portable one (4 x 16, plain Rust that the compiler vectorises) that is correct everywhere.
+//! Edge tiles (M or N not a multiple of the tile) run the same kernel into a scratch tile.
+
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Depth of a packed block: `MR * KC` and `KC * NR` panels stay in L1/L2.
+const KC: usize = 256;
+/// Rows of A per task block (a multiple of every MR below: 8, 6, 4).
+const MC: usize = 96;
+/// Columns of B per packed block.
+const NC: usize = 4096;
+
+/// A read-only strided view of a matrix: element `(i, j)` is at `i * row_stride + j * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The backing data.
+    pub data: &'a [f32],
+    /// Distance between rows, in elements.
+    pub row_stride: usize,
+    /// Distance between columns, in elements.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub fn row_major(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, as a view (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+}
+
+/// A microkernel: `C[0..MR, 0..NR] (+)= Apanel · Bpanel` over `kc` steps.
+/// `a` holds `kc * mr` values (`[p][i]`), `b` holds `kc * nr` (`[p][j]`), `c` is row-major with
+/// row stride `ldc`. Unsafe: pointers must cover those extents and the CPU must support it.
+type KernelFn =
+    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool);
+
+/// A microkernel and its tile size.
+#[derive(Clone, Copy)]
+pub struct Microkernel {
+    /// Name for benches and traces.
+    pub name: &'static str,
+    mr: usize,
+    nr: usize,
+    run: KernelFn,
+}
+
+/// The fastest microkernel this CPU supports (detected once).
+pub fn microkernel() -> Microkernel {
+    static CHOICE: OnceLock<Microkernel> = OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("GANFORGE_GEMM_PORTABLE").is_none() {
+                if is_x86_feature_detected!("avx512f") {
+                    return Microkernel {
+                        name: "avx512 8x32",
+                        mr: 8,
+                        nr: 32,
+                        run: x86::kernel_8x32_avx512,
+                    };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Microkernel {
+                        name: "avx2+fma 6x16",
+                        mr: 6,
+                        nr: 16,
+                        run: x86::kernel_6x16_avx2,
+                    };
+                }
+            }
+        }
+        Microkernel {
+            name: "portable 4x16",
+            mr: 4,
+            nr: 16,
+            run: kernel_4x16_portable,
+        }
+    })
+}
+
+/// `c[i * ldc + j] = (accumulate ? c : 0) + sum_p a(i, p) * b(p, j)` for `i < m`, `j < n`.
+///
+/// `c` must hold at least `(m - 1) * ldc + n` values.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    gemm_with(microkernel(), m, n, k, a, b, c, ldc, accumulate)
+}
+
+/// [`gemm`] with an explicit microkernel (tests check every one the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    uk: Microkernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (mr, nr) = (uk.mr, uk.nr);
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let threads = rayon::current_num_threads();
+    let mut packed_b = Vec::new();
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let b_panels = nc.div_ceil(nr);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // Pack B[pc..pc+kc, jc..jc+nc] into NR-column panels.
+            packed_b.resize(b_panels * kc * nr, 0.0);
+            packed_b
+                .par_chunks_mut(kc * nr)
+                .enumerate()
+                .for_each(|(panel, dst)| {
+                    let j0 = jc + panel * nr;
+                    let cols = nr.min(jc + nc - j0);
+                    for p in 0..kc {
+                        let row = &mut dst[p * nr..(p + 1) * nr];
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v = if j < cols { b.at(pc + p, j0 + j) } else { 0.0 };
+                        }
+                    }
+                });
+            let acc = accumulate || pc > 0;
+            // Tasks: MC-row blocks of A x ranges of B panels, enough for every thread.
+            let m_blocks = m.div_ceil(MC);
+            let n_chunks = (2 * threads).div_ceil(m_blocks).clamp(1, b_panels);
+            let panels_per_chunk = b_panels.div_ceil(n_chunks);
+            let packed_b = &packed_b;
+            (0..m_blocks * n_chunks).into_par_iter().for_each(|task| {
+                let (mb, nb) = (task / n_chunks, task % n_chunks);
+                let ic = mb * MC;
+                let mc = MC.min(m - ic);
+                let a_panels = mc.div_ceil(mr);
+                // Pack A[ic..ic+mc, pc..pc+kc] into MR-row panels.
+                let mut packed_a = vec![0.0f32; a_panels * kc * mr];
+                for (panel, dst) in packed_a.chunks_mut(kc * mr).enumerate() {
+                    let i0 = ic + panel * mr;
+                    let rows = mr.min(ic + mc - i0);
+                    for p in 0..kc {
+                        for i in 0..rows {
+                            dst[p * mr + i] = a.at(i0 + i, pc + p);
+                        }
+                    }
+                }
+                let first = nb * panels_per_chunk;
+                let last = ((nb + 1) * panels_per_chunk).min(b_panels);
+                let mut scratch = vec![0.0f32; mr * nr];
+                for jp in first..last {
+                    let j0 = jc + jp * nr;
+                    let cols = nr.min(n - j0);
+                    let b_panel = packed_b[jp * kc * nr..].as_ptr();
+                    for ip in 0..a_panels {
+                        let i0 = ic + ip * mr;
+                        let rows = mr.min(m - i0);
+                        let a_panel = packed_a[ip * kc * mr..].as_ptr();
+                        // SAFETY: every task writes only rows [ic, ic+mc) x cols of its own B
+                        // panels, so writes never overlap; extents were checked above; the
+                        // kernel was selected for this CPU.
+                        unsafe {
+                            let c_tile = c_ptr.get().add(i0 * ldc + j0);
+                            if rows == mr && cols == nr {
+                                (uk.run)(kc, a_panel, b_panel, c_tile, ldc, acc);
+                            } else {
+                                (uk.run)(kc, a_panel, b_panel, scratch.as_mut_ptr(), nr, false);
+                                for i in 0..rows {
+                                    for j in 0..cols {
+                                        let dst = c_tile.add(i * ldc + j);
+                                        let v = scratch[i * nr + j];
+                                        *dst = if acc { *dst + v } else { v };
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A raw pointer that rayon tasks may share; soundness is argued at the single use site.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Portable microkernel: a 4 x 16 tile in a local array, which LLVM keeps in vector
+/// registers on any target.
+unsafe fn kernel_4x16_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    let mut acc = [[0.0f32; NR]; MR];
+    let a = std::slice::from_raw_parts(a, kc * MR);
+    let b = std::slice::from_raw_parts(b, kc * NR);
+    for p in 0..kc {
+        let bp = &b[p * NR..(p + 1) * NR];
+        for i in 0..MR {
+            let ai = a[p * MR + i];
+            for j in 0..NR {
+                acc[i][j] += ai * bp[j];
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), NR);
+        for j in 0..NR {
+            dst[j] = if accumulate { dst[j] + row[j] } else { row[j] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// AVX2+FMA: 6 rows x 16 columns = 12 ymm accumulators; per step 2 loads of B, 6
+    /// broadcasts of A, 12 FMAs.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        const MR: usize = 6;
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(p * MR + i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * ldc);
+            for (h, &v) in row.iter().enumerate() {
+                let out = if accumulate {
+                    _mm256_add_ps(_mm256_loadu_ps(dst.add(8 * h)), v)
+                } else {
+                    v
+                };
+                _mm256_storeu_ps(dst.add(8 * h), out);
+            }
+        }
+    }
+
+    /// AVX-512F: 8 rows x 32 columns = 16 zmm accumulators; per step 2 loads of B, 8
+    /// broadcasts of A, 16 FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_8x32_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        const MR: usize = 8;
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(p * MR + i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * ldc);
+            for (h, &v) in row.iter().enumerate() {
+                let out = if accumulate {
+                    _mm512_add_ps(_mm512_loadu_ps(dst.add(16 * h)), v)
+                } else {
+                    v
+                };
+                _mm512_storeu_ps(dst.add(16 * h), out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Rng;
+
+    /// Every microkernel this CPU can run.
+    fn kernels() -> Vec<Microkernel> {
+        let mut ks = vec![Microkernel {
+            name: "portable 4x16",
+            mr: 4,
+            nr: 16,
+            run: kernel_4x16_portable,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                ks.push(Microkernel {
+                    name: "avx2",
+                    mr: 6,
+                    nr: 16,
+                    run: x86::kernel_6x16_avx2,
+                });
+            }
+            if is_x86_feature_detected!("avx512f") {
+                ks.push(Microkernel {
+                    name: "avx512",
+                    mr: 8,
+                    nr: 32,
+                    run: x86::kernel_8x32_avx512,
+                });
+            }
+        }
+        ks
+    }
+
+    /// The reference: a naive triple loop in f64.
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: MatRef,
+        b: MatRef,
+        c0: &[f32],
+        ldc: usize,
+        accumulate: bool,
+    ) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = if accumulate {
+                    c0[i * ldc + j] as f64
+                } else {
+                    0.0
+                };
+                for p in 0..k {
+                    s += a.at(i, p) as f64 * b.at(p, j) as f64;
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gemm_matches_naive_f64_on_odd_sizes_every_kernel_and_layout() {
+        let mut rng = Rng::new(42);
+        // Sizes straddle the tile (MR, NR), block (MC, KC) and edge cases.
+        let sizes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (7, 33, 9),
+            (13, 17, 300),
+            (97, 65, 257),
+            (100, 40, 3),
+            (9, 600, 31),
+        ];
+        for uk in kernels() {
+            for &(m, n, k) in &sizes {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for accumulate in [false, true] {
+                        let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                        let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                        // Stored transposed when ta/tb: the view undoes it.
+                        let a = if ta {
+                            MatRef::row_major(&a_data, m).t()
+                        } else {
+                            MatRef::row_major(&a_data, k)
+                        };
+                        let b = if tb {
+                            MatRef::row_major(&b_data, k).t()
+                        } else {
+                            MatRef::row_major(&b_data, n)
+                        };
+                        let ldc = n + 3; // a C with padding between rows
+                        let c0: Vec<f32> = (0..m * ldc).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                        let mut c = c0.clone();
+                        gemm_with(uk, m, n, k, a, b, &mut c, ldc, accumulate);
+                        let want = reference(m, n, k, a, b, &c0, ldc, accumulate);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (g, w) = (c[i * ldc + j] as f64, want[i * n + j]);
+                                assert!(
+                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt(),
+                                    "{} m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate}: C[{i},{j}] = {g}, want {w}",
+                                    uk.name
+                                );
+                            }
+                            // Padding between rows is untouched.
+                            for j in n..ldc.min(c.len() - i * ldc) {
+                                assert_eq!(
+                                    c[i * ldc + j],
+                                    c0[i * ldc + j],
+                                    "{} wrote past column n",
+                                    uk.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
