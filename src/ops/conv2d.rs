@@ -94,6 +94,8 @@ pub(crate) fn valid_range(
 }
 
 /// Direct convolution, one `(n, co)` output plane per task.
+// The plain loop is the reference the GEMM path is tested against (see `tests` below).
+#[cfg_attr(not(test), allow(dead_code))]
 fn conv2d_cpu_direct(
     x: &[f32],
     xs: (usize, usize, usize, usize),
@@ -136,6 +138,8 @@ fn conv2d_cpu_direct(
 
 /// `dw[co, ci, kh, kw] = sum_{n, oh, ow} gy[n, co, oh, ow] * x[n, ci, oh*s - p + kh, ow*s - p + kw]`,
 /// one `(co, ci)` kernel plane per task.
+// The plain loop is the reference the GEMM path is tested against (see `tests` below).
+#[cfg_attr(not(test), allow(dead_code))]
 fn conv2d_weight_grad_cpu_direct(
     x: &[f32],
     xs: (usize, usize, usize, usize),

@@ -92,6 +92,8 @@ impl ConvTranspose2dParams {
 
 /// Scatter form, one `(n, co)` output plane per task so no two tasks write the same memory.
 #[allow(clippy::too_many_arguments)]
+// The plain loop is the reference the GEMM path is tested against (see `tests` below).
+#[cfg_attr(not(test), allow(dead_code))]
 fn conv_transpose2d_cpu_direct(
     x: &[f32],
     xs: (usize, usize, usize, usize),

@@ -13,6 +13,8 @@ use crate::tensor::{Shape, Tensor};
 /// rows of `out` in parallel, i-k-j loop order so the inner loop runs along contiguous rows of
 /// `rhs` and `out` (and vectorises).
 #[allow(clippy::too_many_arguments)]
+// The plain loop is the reference the GEMM path is tested against (see `tests` below).
+#[cfg_attr(not(test), allow(dead_code))]
 fn matmul_cpu_naive(
     lhs: &[f32],
     rhs: &[f32],
