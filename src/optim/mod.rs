@@ -1,1 +1,273 @@
-//! Optimizers (placeholder while written).
+//! Optimizers with PyTorch's update rules, applied in place to the parameters' data.
+//!
+//! Each optimizer follows the single-tensor (`foreach=False`) path of `torch/optim/*.py`
+//! formula for formula, so a run here and the same run in PyTorch agree to f32 rounding.
+//! Parameters whose `.grad()` is `None` are skipped (no state is created, no step counted),
+//! as in PyTorch. Per-parameter state is created on the first step that parameter has a
+//! gradient, and is saved under PyTorch's `state_dict()` names: `"state.{i}.exp_avg"`,
+//! `"state.{i}.step"` (0-dim), `"state.{i}.momentum_buffer"`, ... where `i` is the index of
+//! the parameter in the list the optimizer was built with.
+//!
+//! An update is one pass over the parameter's data (parallel in chunks for large tensors),
+//! reading the gradient and updating the state buffers in the same loop.
+
+mod adam;
+mod rmsprop;
+mod sgd;
+
+pub use adam::{Adam, AdamConfig};
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use sgd::{Sgd, SgdConfig};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// Updates parameters from their gradients.
+pub trait Optimizer {
+    /// One update of every parameter that has a gradient.
+    fn step(&mut self) -> Result<()>;
+    /// Clears the gradient of every parameter (to `None`, like `set_to_none=True`).
+    fn zero_grad(&self);
+    /// The per-parameter state under PyTorch's names (`"state.{i}.{name}"`). The tensors are
+    /// the optimizer's own handles (shared data), not copies.
+    fn state_dict(&self) -> Vec<(String, Tensor)>;
+    /// Replaces the whole state with `tensors` (copied). Parameters with no entry get no
+    /// state, as after construction. Errors ([`Error::StateDict`]) name unknown keys, an
+    /// incomplete set of entries for a parameter, and shape mismatches.
+    fn load_state_dict(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// Sets the learning rate (for schedules).
+    fn set_lr(&mut self, lr: f32);
+    /// The current learning rate.
+    fn lr(&self) -> f32;
+}
+
+/// Per-parameter state: named tensors, `None` until the parameter's first step.
+pub(crate) type ParamState = Option<BTreeMap<&'static str, Tensor>>;
+
+/// Clears every gradient.
+pub(crate) fn clear_grads(params: &[Tensor]) {
+    for p in params {
+        p.zero_grad();
+    }
+}
+
+/// `"state.{i}.{name}"` for every existing state entry, in parameter order and then in the
+/// order of `names`.
+pub(crate) fn state_entries(
+    states: &[ParamState],
+    names: &[&'static str],
+) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (i, st) in states.iter().enumerate() {
+        if let Some(st) = st {
+            for name in names {
+                if let Some(t) = st.get(name) {
+                    out.push((format!("state.{i}.{name}"), t.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Parses a state dict into per-parameter states. `required` are the names every parameter
+/// with state must have (given its optimizer config); `step` must hold one element, every
+/// other entry must match its parameter's shape. All tensors are copied to fresh storage on
+/// the parameter's device.
+pub(crate) fn parse_state(
+    params: &[Tensor],
+    tensors: &HashMap<String, Tensor>,
+    required: &[&'static str],
+) -> Result<Vec<ParamState>> {
+    let mut states: Vec<ParamState> = vec![None; params.len()];
+    let mut problems = Vec::new();
+    let mut keys: Vec<&String> = tensors.keys().collect();
+    keys.sort();
+    for key in keys {
+        let t = &tensors[key];
+        let parsed = key
+            .strip_prefix("state.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(i, name)| Some((i.parse::<usize>().ok()?, name)));
+        let Some((i, name)) = parsed else {
+            problems.push(format!("unexpected key {key}"));
+            continue;
+        };
+        let Some(&name) = required.iter().find(|&&n| n == name) else {
+            problems.push(format!(
+                "unexpected key {key} (this optimizer keeps {required:?})"
+            ));
+            continue;
+        };
+        let Some(p) = params.get(i) else {
+            problems.push(format!(
+                "unexpected key {key}: the optimizer has {} parameters",
+                params.len()
+            ));
+            continue;
+        };
+        let ok = if name == "step" {
+            t.elem_count() == 1
+        } else {
+            t.shape() == p.shape()
+        };
+        if !ok {
+            let want = if name == "step" {
+                "[] (one element)".to_string()
+            } else {
+                format!("{:?}", p.shape())
+            };
+            problems.push(format!(
+                "size mismatch for {key}: the state dict has shape {:?}, the parameter needs {want}",
+                t.shape()
+            ));
+            continue;
+        }
+        let shape = if name == "step" {
+            crate::tensor::Shape::from(())
+        } else {
+            p.shape().clone()
+        };
+        let copy = Tensor::from_vec_on(t.to_vec(), shape, &p.device())?;
+        states[i]
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name, copy);
+    }
+    for (i, st) in states.iter().enumerate() {
+        if let Some(st) = st {
+            let missing: Vec<String> = required
+                .iter()
+                .filter(|n| !st.contains_key(*n))
+                .map(|n| format!("state.{i}.{n}"))
+                .collect();
+            if !missing.is_empty() {
+                problems.push(format!("missing keys: {}", missing.join(", ")));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(states)
+    } else {
+        Err(Error::StateDict(problems.join("; ")))
+    }
+}
+
+/// The f64 a user meant by an f32 hyper-parameter: its shortest decimal form read as f64
+/// (`0.999f32` gives `0.999`, not `0.99900001287`). PyTorch computes scalar factors such as
+/// `1 - beta2` and `lr / (1 - beta1^t)` in double from the decimal the user wrote; doing the
+/// same keeps `1 - beta2` exact to f32 rounding instead of off by 1e-5 relative.
+pub(crate) fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+/// Adds one to a 0-dim step counter in place and returns the new count.
+pub(crate) fn increment_step(step: &Tensor) -> Result<f32> {
+    step.write_storage(|s| {
+        let c = &mut s.as_cpu_mut()[0];
+        *c += 1.0;
+        *c
+    })
+}
+
+/// Elements per parallel task of an update.
+const CHUNK: usize = 1 << 14;
+
+/// The fused update loop: calls `f(p, g, states)` over aligned chunks of the parameter data,
+/// its gradient and each state buffer (all of the parameter's length), in parallel for large
+/// tensors. `f` sees plain slices and updates `p` and `states` in place.
+pub(crate) fn fused_update(
+    param: &Tensor,
+    grad: &Tensor,
+    states: &[&Tensor],
+    f: impl Fn(&mut [f32], &[f32], &mut [&mut [f32]]) + Sync,
+) -> Result<()> {
+    if grad.shape() != param.shape() {
+        return Err(Error::shape_mismatch(
+            "optimizer step",
+            param.shape(),
+            grad.shape(),
+        ));
+    }
+    if let Some(bad) = states.iter().find(|t| t.elem_count() != param.elem_count()) {
+        return Err(Error::shape_mismatch(
+            "optimizer step",
+            param.shape(),
+            bad.shape(),
+        ));
+    }
+    // The gradient is read while the parameter is written: never the same buffer.
+    let grad = if grad.same_storage(param) {
+        Tensor::from_vec_on(grad.to_vec(), grad.shape().clone(), &grad.device())?
+    } else {
+        grad.clone()
+    };
+    let g_guard = grad.storage();
+    let g = g_guard.as_cpu();
+    let run = |p: &mut [f32], st: Vec<&mut [f32]>| chunked(p, g, st, &f);
+    // Write access to each state buffer (all distinct buffers owned by the optimizer), then
+    // to the parameter, nested so every lock is released in reverse order.
+    match states {
+        [] => param.write_storage(|p| run(p.as_cpu_mut(), vec![])),
+        [a] => {
+            a.write_storage(|a| param.write_storage(|p| run(p.as_cpu_mut(), vec![a.as_cpu_mut()])))?
+        }
+        [a, b] => a.write_storage(|a| {
+            b.write_storage(|b| {
+                param.write_storage(|p| run(p.as_cpu_mut(), vec![a.as_cpu_mut(), b.as_cpu_mut()]))
+            })
+        })??,
+        [a, b, c] => a.write_storage(|a| {
+            b.write_storage(|b| {
+                c.write_storage(|c| {
+                    param.write_storage(|p| {
+                        run(
+                            p.as_cpu_mut(),
+                            vec![a.as_cpu_mut(), b.as_cpu_mut(), c.as_cpu_mut()],
+                        )
+                    })
+                })
+            })
+        })???,
+        _ => Err(Error::invalid(
+            "optimizer step",
+            "at most three state buffers per parameter",
+        )),
+    }
+}
+
+/// Splits `p`, `g` and every state slice into aligned chunks and runs `f` on each, in
+/// parallel when the tensor is large.
+fn chunked(
+    p: &mut [f32],
+    g: &[f32],
+    st: Vec<&mut [f32]>,
+    f: &(impl Fn(&mut [f32], &[f32], &mut [&mut [f32]]) + Sync),
+) {
+    if p.len() <= CHUNK {
+        let mut st = st;
+        f(p, g, &mut st);
+        return;
+    }
+    let (mut p, mut g, mut st) = (p, g, st);
+    let mut jobs = Vec::with_capacity(p.len().div_ceil(CHUNK));
+    while !p.is_empty() {
+        let n = CHUNK.min(p.len());
+        let (ph, pt) = std::mem::take(&mut p).split_at_mut(n);
+        let (gh, gt) = g.split_at(n);
+        let mut heads = Vec::with_capacity(st.len());
+        let mut tails = Vec::with_capacity(st.len());
+        for s in st {
+            let (h, t) = s.split_at_mut(n);
+            heads.push(h);
+            tails.push(t);
+        }
+        jobs.push((ph, gh, heads));
+        p = pt;
+        g = gt;
+        st = tails;
+    }
+    jobs.into_par_iter()
+        .for_each(|(p, g, mut s)| f(p, g, &mut s));
+}

@@ -1,0 +1,81 @@
+//! `Linear`: `y = x W^T + b` with `W: [out_features, in_features]`, `b: [out_features]`
+//! (PyTorch's `nn.Linear`).
+
+use super::init::default_bound;
+use super::spectral_norm::HasWeight;
+use super::{param, Module};
+use crate::backend::Device;
+use crate::error::Result;
+use crate::tensor::{Rng, Tensor};
+
+/// Sizes of a [`Linear`] layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearConfig {
+    /// Size of the last input dim.
+    pub in_features: usize,
+    /// Size of the last output dim.
+    pub out_features: usize,
+    /// Whether to add a learned bias.
+    pub bias: bool,
+}
+
+/// A fully connected layer: `y[.., o] = sum_i x[.., i] * weight[o, i] + bias[o]`.
+pub struct Linear {
+    /// `[out_features, in_features]`.
+    pub weight: Tensor,
+    /// `[out_features]`, when the config asks for one.
+    pub bias: Option<Tensor>,
+    /// The sizes it was built with.
+    pub config: LinearConfig,
+}
+
+impl Linear {
+    /// PyTorch's default init: weight and bias `~ U(-1/sqrt(in), 1/sqrt(in))`. Cannot fail
+    /// today; a `Result` like every layer constructor.
+    pub fn new(config: LinearConfig, rng: &mut Rng, device: &Device) -> Result<Self> {
+        let b = default_bound(config.in_features);
+        let weight = param(Tensor::rand_uniform(
+            -b,
+            b,
+            [config.out_features, config.in_features],
+            rng,
+            device,
+        ));
+        let bias = config.bias.then(|| {
+            param(Tensor::rand_uniform(
+                -b,
+                b,
+                config.out_features,
+                rng,
+                device,
+            ))
+        });
+        Ok(Linear {
+            weight,
+            bias,
+            config,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            v.push(("bias".to_string(), b.clone()));
+        }
+        v
+    }
+}
+
+impl HasWeight for Linear {
+    fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    fn forward_with_weight(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        x.linear(weight, self.bias.as_ref())
+    }
+}

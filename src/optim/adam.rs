@@ -1,0 +1,142 @@
+//! Adam (Kingma & Ba 2014) exactly as `torch/optim/adam.py` (`_single_tensor_adam`, without
+//! amsgrad or maximize). For each parameter `p` with gradient `g`, at step `t` (per
+//! parameter, counted from 1):
+//!
+//! ```text
+//! g    = g + weight_decay * p                     (L2 penalty, when weight_decay != 0)
+//! m    = m + (1 - beta1) * (g - m)                (lerp: = beta1*m + (1-beta1)*g)
+//! v    = beta2 * v + (1 - beta2) * g * g
+//! bias_correction1 = 1 - beta1^t
+//! bias_correction2 = 1 - beta2^t
+//! step_size = lr / bias_correction1
+//! denom = sqrt(v) / sqrt(bias_correction2) + eps
+//! p    = p - step_size * m / denom
+//! ```
+//!
+//! The scalar factors are computed in f64 from the decimal value of each hyper-parameter
+//! (PyTorch computes them as Python floats; see `decimal` in `optim/mod.rs`) and rounded to
+//! f32 once; the elementwise part is f32, in PyTorch's operation order.
+//! State names: `step` (0-dim), `exp_avg` (m), `exp_avg_sq` (v).
+
+use super::{clear_grads, decimal, fused_update, increment_step, parse_state, state_entries};
+use super::{Optimizer, ParamState};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap};
+
+/// Hyper-parameters of [`Adam`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay rates `(beta1, beta2)` of the first and second moment averages.
+    pub betas: (f32, f32),
+    /// Added to the denominator for stability.
+    pub eps: f32,
+    /// L2 penalty added to the gradient (`g + weight_decay * p`; not AdamW's decoupled decay).
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    /// PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay.
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+const NAMES: [&str; 3] = ["step", "exp_avg", "exp_avg_sq"];
+
+/// The Adam optimizer over a fixed list of parameters.
+pub struct Adam {
+    params: Vec<Tensor>,
+    /// The hyper-parameters (the learning rate may be changed with `set_lr`).
+    pub config: AdamConfig,
+    state: Vec<ParamState>,
+}
+
+impl Adam {
+    /// Adam over `params` (state is created lazily on each parameter's first step).
+    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Self {
+        let state = vec![None; params.len()];
+        Adam {
+            params,
+            config,
+            state,
+        }
+    }
+
+    /// The parameters, in the order their state is numbered.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        let AdamConfig {
+            lr,
+            betas: (beta1, beta2),
+            eps,
+            weight_decay: wd,
+        } = self.config;
+        for (p, st) in self.params.iter().zip(self.state.iter_mut()) {
+            let Some(g) = p.grad() else { continue };
+            let st = st.get_or_insert_with(|| {
+                BTreeMap::from([
+                    ("step", Tensor::zeros((), &p.device())),
+                    ("exp_avg", p.zeros_like()),
+                    ("exp_avg_sq", p.zeros_like()),
+                ])
+            });
+            let t = increment_step(&st["step"])? as f64;
+            let bias_correction1 = 1.0 - decimal(beta1).powf(t);
+            let bias_correction2 = 1.0 - decimal(beta2).powf(t);
+            let step_size = (decimal(lr) / bias_correction1) as f32;
+            let bc2_sqrt = bias_correction2.sqrt() as f32;
+            let w1 = (1.0 - decimal(beta1)) as f32; // lerp weight
+            let w2 = (1.0 - decimal(beta2)) as f32;
+            fused_update(p, &g, &[&st["exp_avg"], &st["exp_avg_sq"]], |p, g, s| {
+                let [m, v] = s else { unreachable!() };
+                for j in 0..p.len() {
+                    let gj = if wd != 0.0 { g[j] + wd * p[j] } else { g[j] };
+                    // PyTorch's lerp: weight < 0.5 ? a + w (b - a) : b - (b - a)(1 - w).
+                    m[j] = if w1 < 0.5 {
+                        m[j] + w1 * (gj - m[j])
+                    } else {
+                        gj - (gj - m[j]) * (1.0 - w1)
+                    };
+                    v[j] = v[j] * beta2 + w2 * gj * gj;
+                    let denom = v[j].sqrt() / bc2_sqrt + eps;
+                    p[j] += -step_size * (m[j] / denom);
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn zero_grad(&self) {
+        clear_grads(&self.params);
+    }
+
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        state_entries(&self.state, &NAMES)
+    }
+
+    fn load_state_dict(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.state = parse_state(&self.params, tensors, &NAMES)?;
+        Ok(())
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+
+    fn lr(&self) -> f32 {
+        self.config.lr
+    }
+}
