@@ -62,6 +62,14 @@ pub enum Error {
     /// A safetensors file that could not be parsed or written.
     #[error("{path}: safetensors: {msg}")]
     SafeTensors { path: String, msg: String },
+    /// A data file or data set that could not be loaded: missing, truncated, corrupt or of the
+    /// wrong format. `path` names the file (or folder) and `msg` the problem.
+    #[error("{path}: {msg}")]
+    Data { path: String, msg: String },
+    /// An output file (image grid, plot, checkpoint, metrics log) that could not be written
+    /// or read back: `path` names the file and `msg` the problem.
+    #[error("{path}: {msg}")]
+    Output { path: String, msg: String },
 }
 
 fn hint_suffix(hint: &str) -> String {
@@ -91,6 +99,14 @@ impl Error {
         Error::BadShape {
             op,
             shape: shape.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Data`] about the file or folder at `path`.
+    pub fn data(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.as_ref().display().to_string(),
             msg: msg.into(),
         }
     }
