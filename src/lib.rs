@@ -24,6 +24,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod nn;

@@ -169,13 +169,7 @@ pub fn gemm_with(
                 .enumerate()
                 .for_each(|(panel, dst)| {
                     let j0 = jc + panel * nr;
-                    let cols = nr.min(jc + nc - j0);
-                    for p in 0..kc {
-                        let row = &mut dst[p * nr..(p + 1) * nr];
-                        for (j, v) in row.iter_mut().enumerate() {
-                            *v = if j < cols { b.at(pc + p, j0 + j) } else { 0.0 };
-                        }
-                    }
+                    pack_b_panel(b, pc, kc, j0, nr.min(jc + nc - j0), nr, dst);
                 });
             let acc = accumulate || pc > 0;
             // Tasks: MC-row blocks of A x ranges of B panels, enough for every thread.
@@ -192,12 +186,7 @@ pub fn gemm_with(
                 let mut packed_a = vec![0.0f32; a_panels * kc * mr];
                 for (panel, dst) in packed_a.chunks_mut(kc * mr).enumerate() {
                     let i0 = ic + panel * mr;
-                    let rows = mr.min(ic + mc - i0);
-                    for p in 0..kc {
-                        for i in 0..rows {
-                            dst[p * mr + i] = a.at(i0 + i, pc + p);
-                        }
-                    }
+                    pack_a_panel(a, i0, mr.min(ic + mc - i0), pc, kc, mr, dst);
                 }
                 let first = nb * panels_per_chunk;
                 let last = ((nb + 1) * panels_per_chunk).min(b_panels);
@@ -231,6 +220,58 @@ pub fn gemm_with(
                     }
                 }
             });
+        }
+    }
+}
+
+/// Packs `B[pc..pc+kc, j0..j0+cols]` as `dst[p * nr + j]`, zero-filling columns `cols..nr`.
+/// Reads whole contiguous runs of the source: rows when B is row-major, columns when it is a
+/// transposed view (so the weight-gradient GEMM's `im2col^T` operand packs at memory speed).
+fn pack_b_panel(b: MatRef, pc: usize, kc: usize, j0: usize, cols: usize, nr: usize, dst: &mut [f32]) {
+    if cols < nr {
+        dst.fill(0.0);
+    }
+    if b.col_stride == 1 {
+        for p in 0..kc {
+            let src = &b.data[(pc + p) * b.row_stride + j0..][..cols];
+            dst[p * nr..p * nr + cols].copy_from_slice(src);
+        }
+    } else if b.row_stride == 1 {
+        for j in 0..cols {
+            let src = &b.data[(j0 + j) * b.col_stride + pc..][..kc];
+            for (p, &v) in src.iter().enumerate() {
+                dst[p * nr + j] = v;
+            }
+        }
+    } else {
+        for p in 0..kc {
+            for j in 0..cols {
+                dst[p * nr + j] = b.at(pc + p, j0 + j);
+            }
+        }
+    }
+}
+
+/// Packs `A[i0..i0+rows, pc..pc+kc]` as `dst[p * mr + i]` (rows `rows..mr` stay zero), reading
+/// contiguous runs: rows of a row-major A, columns of a transposed one.
+fn pack_a_panel(a: MatRef, i0: usize, rows: usize, pc: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+    if a.col_stride == 1 {
+        for i in 0..rows {
+            let src = &a.data[(i0 + i) * a.row_stride + pc..][..kc];
+            for (p, &v) in src.iter().enumerate() {
+                dst[p * mr + i] = v;
+            }
+        }
+    } else if a.row_stride == 1 {
+        for p in 0..kc {
+            let src = &a.data[(pc + p) * a.col_stride + i0..][..rows];
+            dst[p * mr..p * mr + rows].copy_from_slice(src);
+        }
+    } else {
+        for p in 0..kc {
+            for i in 0..rows {
+                dst[p * mr + i] = a.at(i0 + i, pc + p);
+            }
         }
     }
 }
