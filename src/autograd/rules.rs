@@ -158,6 +158,11 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             vec![Some(dx), Some(dgy)]
         }
 
+        // x_hat = (x - mean) * invstd over the batch: see ops/norm.rs for the derivation.
+        Op::BatchNormalize { input, eps, stats } => {
+            vec![Some(crate::ops::norm::batch_normalize_backward(input, out, *eps, stats, g)?)]
+        }
+
         // Pooling and upsampling are adjoint up to the factor 4 of the mean.
         Op::AvgPool2x2 { input } => {
             let (_, _, h, w) = input.shape().dims4("avg_pool2x2 backward")?;

@@ -112,6 +112,15 @@ pub enum Op {
         params: ConvTranspose2dParams,
     },
 
+    // ---- norm.rs ----
+    /// `(x - mean_c) / sqrt(var_c + eps)` with each channel's (dim 1) batch statistics: the
+    /// normalisation step of batch norm in training mode, as one fused two-pass kernel.
+    BatchNormalize {
+        input: Tensor,
+        eps: f32,
+        stats: Arc<norm::ChannelStats>,
+    },
+
     // ---- pool.rs ----
     /// Mean over non-overlapping 2x2 windows (floor for odd sizes, like PyTorch).
     AvgPool2x2 { input: Tensor },
@@ -145,6 +154,7 @@ impl Op {
             | Op::Pad { input, .. }
             | Op::IndexSelect { input, .. }
             | Op::IndexAdd { input, .. }
+            | Op::BatchNormalize { input, .. }
             | Op::AvgPool2x2 { input }
             | Op::UpsampleNearest2x { input, .. } => vec![input],
         }
@@ -169,6 +179,7 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad",
             Op::ConvTranspose2d { .. } => "conv_transpose2d",
+            Op::BatchNormalize { .. } => "batch_normalize",
             Op::AvgPool2x2 { .. } => "avg_pool2x2",
             Op::UpsampleNearest2x { .. } => "upsample_nearest2x",
         }

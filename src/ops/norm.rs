@@ -1,12 +1,16 @@
 //! Normalisation: batch norm (training and eval), layer norm, instance norm, and dropout.
 //!
-//! These are composed from primitive ops, so their backward passes (and second-order passes)
-//! come from autodiff and need no rule of their own. Batch norm in training mode, as PyTorch:
+//! Batch norm's normalisation is one primitive op with a fused two-pass kernel
+//! ([`Tensor::batch_normalize`]); its scale and shift, and layer/instance norm, are composed
+//! from primitive ops, so their backward passes come from autodiff. Batch norm in training mode, as PyTorch:
 //! `mean = E[x]`, `var = E[(x - mean)^2]` (biased) over every dim but the channel dim 1,
 //! `y = (x - mean) / sqrt(var + eps) * gamma + beta`; the running statistics are updated with
 //! `r = (1 - momentum) * r + momentum * stat`, using the *unbiased* variance `var * n/(n-1)`.
 
-use crate::autograd::no_grad;
+use crate::backend::{cpu, Storage};
+use crate::ops::Op;
+use rayon::prelude::*;
+use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::tensor::{Rng, Tensor};
 
@@ -87,22 +91,23 @@ impl Tensor {
                     "training mode needs more than one value per channel",
                 ));
             }
-            let mean = self.mean(&dims, true)?;
-            let centred = self.sub(&mean)?;
-            let var = centred.sqr()?.mean(&dims, true)?;
+            let (xhat, stats) = self.batch_normalize(params.eps)?;
             if let Some(r) = &running {
-                let _guard = no_grad();
+                // r = (1 - momentum) * r + momentum * batch_stat, with the unbiased variance.
                 let m = params.momentum;
-                let unbiased = var.mul_scalar(n as f32 / (n - 1) as f32).reshape(c)?;
-                let new_mean = r
-                    .mean
-                    .mul_scalar(1.0 - m)
-                    .add(&mean.reshape(c)?.mul_scalar(m))?;
-                let new_var = r.var.mul_scalar(1.0 - m).add(&unbiased.mul_scalar(m))?;
-                copy_into(r.mean, &new_mean)?;
-                copy_into(r.var, &new_var)?;
+                let unbias = n as f32 / (n - 1) as f32;
+                r.mean.write_storage(|s| {
+                    for (rm, &bm) in s.as_cpu_mut().iter_mut().zip(&stats.mean) {
+                        *rm = (1.0 - m) * *rm + m * bm;
+                    }
+                })?;
+                r.var.write_storage(|s| {
+                    for (rv, &bv) in s.as_cpu_mut().iter_mut().zip(&stats.var) {
+                        *rv = (1.0 - m) * *rv + m * (bv * unbias);
+                    }
+                })?;
             }
-            centred.mul(&var.add_scalar(params.eps).powf(-0.5))?
+            xhat
         } else {
             let r = running.ok_or_else(|| {
                 Error::invalid("batch_norm", "eval mode needs running statistics")
@@ -212,4 +217,132 @@ pub(crate) fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
     }
     let data = src.storage();
     dst.write_storage(|s| s.as_cpu_mut().copy_from_slice(data.as_cpu()))
+}
+
+// ---- the fused normalisation primitive of batch norm ------------------------------------------
+
+/// Per-channel batch statistics saved by the forward pass (biased variance, as used to
+/// normalise, and `invstd = 1 / sqrt(var + eps)`).
+#[derive(Clone, Debug)]
+pub struct ChannelStats {
+    /// Batch mean per channel.
+    pub mean: Vec<f32>,
+    /// Biased batch variance per channel.
+    pub var: Vec<f32>,
+    /// `1 / sqrt(var + eps)` per channel.
+    pub invstd: Vec<f32>,
+    /// Values per channel (`N * H * W`).
+    pub count: usize,
+}
+
+/// `x: [N, C, S]` (S = product of the dims after C). Pass 1 per channel: mean, then the
+/// variance of the centred values (two passes over the data, accumulated in f64, so a large
+/// mean does not cancel the variance away). Pass 2 per `(n, c)` plane:
+/// `out[n, c, s] = (x[n, c, s] - mean[c]) * invstd[c]`.
+fn batch_normalize_cpu(x: &[f32], (n_n, c_n, s_n): (usize, usize, usize), eps: f32) -> (Vec<f32>, ChannelStats) {
+    let count = n_n * s_n;
+    let stats: Vec<(f32, f32)> = (0..c_n)
+        .into_par_iter()
+        .map(|c| {
+            let planes = || (0..n_n).map(move |n| &x[(n * c_n + c) * s_n..][..s_n]);
+            let sum: f64 = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let mean = sum / count as f64;
+            let sq: f64 = planes().map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum();
+            (mean as f32, (sq / count as f64) as f32)
+        })
+        .collect();
+    let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
+    let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    let mut out = vec![0.0f32; x.len()];
+    cpu::for_each_row(&mut out, s_n, |plane, out_plane| {
+        let c = plane % c_n;
+        let (m, is) = (mean[c], invstd[c]);
+        for (o, &v) in out_plane.iter_mut().zip(&x[plane * s_n..(plane + 1) * s_n]) {
+            *o = (v - m) * is;
+        }
+    });
+    (out, ChannelStats { mean, var, invstd, count })
+}
+
+/// The backward of `x_hat = (x - mean) * invstd` (mean and var from the batch), derived:
+/// with `M` values per channel and `g = dL/dx_hat`,
+/// `dL/dx = invstd * (g - mean(g) - x_hat * mean(g * x_hat))`, the means per channel.
+/// Fused: pass 1 per channel sums `g` and `g * x_hat`; pass 2 writes `dx` per plane.
+fn batch_normalize_backward_cpu(g: &[f32], xhat: &[f32], (n_n, c_n, s_n): (usize, usize, usize), stats: &ChannelStats) -> Vec<f32> {
+    let m = stats.count as f64;
+    let sums: Vec<(f32, f32)> = (0..c_n)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for n in 0..n_n {
+                let off = (n * c_n + c) * s_n;
+                for (&gv, &xv) in g[off..off + s_n].iter().zip(&xhat[off..off + s_n]) {
+                    sg += gv as f64;
+                    sgx += gv as f64 * xv as f64;
+                }
+            }
+            ((sg / m) as f32, (sgx / m) as f32)
+        })
+        .collect();
+    let mut dx = vec![0.0f32; g.len()];
+    cpu::for_each_row(&mut dx, s_n, |plane, out| {
+        let c = plane % c_n;
+        let (mg, mgx, is) = (sums[c].0, sums[c].1, stats.invstd[c]);
+        let range = plane * s_n..(plane + 1) * s_n;
+        for ((o, &gv), &xv) in out.iter_mut().zip(&g[range.clone()]).zip(&xhat[range]) {
+            *o = is * (gv - mg - xv * mgx);
+        }
+    });
+    dx
+}
+
+/// `[N, C, S]` view of an `[N, C, ...]` shape.
+fn ncs(shape: &crate::tensor::Shape) -> (usize, usize, usize) {
+    let d = shape.dims();
+    (d[0], d[1], d[2..].iter().product())
+}
+
+impl Tensor {
+    /// Normalises each channel (dim 1) with the batch's own mean and biased variance:
+    /// `(x - mean_c) / sqrt(var_c + eps)`. Returns the result and the statistics.
+    pub fn batch_normalize(&self, eps: f32) -> Result<(Tensor, Arc<ChannelStats>)> {
+        if self.rank() < 2 {
+            return Err(Error::bad_shape("batch_normalize", self.shape(), "expected [N, C, ...]"));
+        }
+        let (out, stats) = match &*self.storage() {
+            Storage::Cpu(x) => batch_normalize_cpu(x, ncs(self.shape()), eps),
+        };
+        let stats = Arc::new(stats);
+        let t = Tensor::from_op(
+            Storage::Cpu(out),
+            self.shape().clone(),
+            Op::BatchNormalize {
+                input: self.clone(),
+                eps,
+                stats: stats.clone(),
+            },
+        );
+        Ok((t, stats))
+    }
+}
+
+/// Backward rule of [`Tensor::batch_normalize`] (`out` is its output `x_hat`, `g` the
+/// incoming gradient). When the backward pass is itself recorded (second order), the rule
+/// recomputes the statistics from `x` with differentiable ops, so that the gradient's own
+/// gradient through mean and var is exact; otherwise one fused kernel computes the same values.
+pub(crate) fn batch_normalize_backward(x: &Tensor, out: &Tensor, eps: f32, stats: &ChannelStats, g: &Tensor) -> Result<Tensor> {
+    if crate::autograd::is_grad_enabled() && (x.is_tracked() || g.is_tracked()) {
+        let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let centred = x.sub(&x.mean(&dims, true)?)?;
+        let invstd = centred.sqr()?.mean(&dims, true)?.add_scalar(eps).powf(-0.5);
+        let xhat = centred.mul(&invstd)?;
+        let mean_g = g.mean(&dims, true)?;
+        let mean_gx = g.mul(&xhat)?.mean(&dims, true)?;
+        return invstd.mul(&g.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?);
+    }
+    let data = match (&*g.storage(), &*out.storage()) {
+        (Storage::Cpu(gd), Storage::Cpu(xh)) => batch_normalize_backward_cpu(gd, xh, ncs(x.shape()), stats),
+    };
+    Tensor::from_vec_on(data, x.shape().clone(), &x.device())
 }
