@@ -2585,3 +2585,46 @@ fn out_of_range_dims_and_indices_are_errors() {
         &["batch_norm"],
     );
 }
+
+/// Matmul with operands stored transposed (the layouts linear and the matmul backward use):
+/// forward against an f64 loop over the *stored* layouts, gradients by finite differences,
+/// batched with a broadcast rhs.
+#[test]
+fn matmul_with_transposed_layouts() {
+    use ganforge::ops::MatmulLayout;
+    let mut r = common::rng(930);
+    let (b, m, k, n) = (3, 5, 7, 4);
+    for (lt, rt) in [(false, false), (false, true), (true, false), (true, true)] {
+        let lhs_shape = if lt { vec![b, k, m] } else { vec![b, m, k] };
+        let rhs_shape = if rt { vec![n, k] } else { vec![k, n] };
+        let lhs = common::randn(&mut r, &lhs_shape, 1.0);
+        let rhs = common::randn(&mut r, &rhs_shape, 1.0);
+        let layout = MatmulLayout::new(lt, rt);
+        let y = lhs.matmul_with(&rhs, layout).unwrap();
+        assert_eq!(y.dims(), &[b, m, n]);
+        let (a, w) = (f64s(&lhs), f64s(&rhs));
+        let mut want = vec![0.0f64; b * m * n];
+        for bi in 0..b {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for p in 0..k {
+                        let av = if lt { a[(bi * k + p) * m + i] } else { a[(bi * m + i) * k + p] };
+                        let bv = if rt { w[j * k + p] } else { w[p * n + j] };
+                        s += av * bv;
+                    }
+                    want[(bi * m + i) * n + j] = s;
+                }
+            }
+        }
+        assert_close(&format!("matmul layout ({lt}, {rt})"), &y.to_vec(), &want, 1e-5, 1e-4);
+        check_gradients(
+            &format!("matmul layout ({lt}, {rt}) gradients"),
+            &|t| weighted_sum(&t[0].matmul_with(&t[1], layout).unwrap(), 931),
+            &[lhs, rhs],
+            1e-2,
+            2e-3,
+            2e-3,
+        );
+    }
+}

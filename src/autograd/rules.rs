@@ -125,10 +125,9 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
         }
         Op::IndexAdd { dim, indices, .. } => vec![Some(g.index_select(*dim, indices)?)],
 
-        // C = A B:  dA = g B^T,  dB = A^T g  (summed over broadcast batch dims).
-        Op::Matmul { lhs, rhs } => {
-            let dl = g.matmul(&rhs.t()?)?.sum_to(lhs.shape())?;
-            let dr = lhs.t()?.matmul(g)?.sum_to(rhs.shape())?;
+        // C = A B (either stored transposed): see matmul_backward for the four cases.
+        Op::Matmul { lhs, rhs, layout } => {
+            let (dl, dr) = crate::ops::matmul::matmul_backward(lhs, rhs, *layout, g)?;
             vec![Some(dl), Some(dr)]
         }
 

@@ -56,6 +56,7 @@ fn matmul_cpu_naive(
 fn matmul_cpu_gemm(
     lhs: &[f32],
     rhs: &[f32],
+    layout: MatmulLayout,
     batch_shape: &Shape,
     lhs_batch_strides: &[usize],
     rhs_batch_strides: &[usize],
@@ -74,8 +75,12 @@ fn matmul_cpu_gemm(
             lo += idx * lhs_batch_strides[d];
             ro += idx * rhs_batch_strides[d];
         }
-        let a = MatRef::row_major(&lhs[lo * m * k..][..m * k], k);
-        let bm = MatRef::row_major(&rhs[ro * k * n..][..k * n], n);
+        // A stored transposed ([K, M]) or B stored transposed ([N, K]) is read through a
+        // transposed view: the GEMM's packing absorbs it, nothing is copied.
+        let a_data = &lhs[lo * m * k..][..m * k];
+        let b_data = &rhs[ro * k * n..][..k * n];
+        let a = if layout.lhs_transposed { MatRef::row_major(a_data, m).t() } else { MatRef::row_major(a_data, k) };
+        let bm = if layout.rhs_transposed { MatRef::row_major(b_data, k).t() } else { MatRef::row_major(b_data, n) };
         gemm(
             m,
             n,
@@ -90,6 +95,43 @@ fn matmul_cpu_gemm(
     out
 }
 
+/// Which operands of a matmul are stored transposed (their last two dims swapped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MatmulLayout {
+    /// `lhs` holds `[.., K, M]`; the product uses its transpose.
+    pub lhs_transposed: bool,
+    /// `rhs` holds `[.., N, K]`; the product uses its transpose.
+    pub rhs_transposed: bool,
+}
+
+impl MatmulLayout {
+    /// The layout with the given flags.
+    pub const fn new(lhs_transposed: bool, rhs_transposed: bool) -> Self {
+        MatmulLayout {
+            lhs_transposed,
+            rhs_transposed,
+        }
+    }
+}
+
+/// Backward of `C = op(A) op(B)` (op = transpose where the layout says so), each gradient in
+/// its operand's *stored* layout, again without transposed copies:
+/// - `C = A B`:     `dA = g B^T`,   `dB = A^T g`
+/// - `C = A B^T`:   `dA = g B`,     `dB = g^T A`
+/// - `C = A^T B`:   `dA = B g^T`,   `dB = A g`
+/// - `C = A^T B^T`: `dA = B^T g^T`, `dB = g^T A^T`
+pub(crate) fn matmul_backward(lhs: &Tensor, rhs: &Tensor, layout: MatmulLayout, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let l = MatmulLayout::new;
+    let (dl, dr) = match (layout.lhs_transposed, layout.rhs_transposed) {
+        (false, false) => (g.matmul_with(rhs, l(false, true))?, lhs.matmul_with(g, l(true, false))?),
+        (false, true) => (g.matmul_with(rhs, l(false, false))?, g.matmul_with(lhs, l(true, false))?),
+        (true, false) => (rhs.matmul_with(g, l(false, true))?, lhs.matmul_with(g, l(false, false))?),
+        (true, true) => (rhs.matmul_with(g, l(true, true))?, g.matmul_with(lhs, l(true, true))?),
+    };
+    // Broadcast batch dims were summed over nothing yet: reduce to each operand's shape.
+    Ok((dl.sum_to(lhs.shape())?, dr.sum_to(rhs.shape())?))
+}
+
 impl Tensor {
     /// Matrix product of the last two dims, batch dims broadcast.
     ///
@@ -100,6 +142,13 @@ impl Tensor {
     /// assert_eq!(a.matmul(&b).unwrap().to_vec(), vec![19., 22., 43., 50.]);
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.matmul_with(rhs, MatmulLayout::default())
+    }
+
+    /// Matrix product where either operand may be stored transposed: with
+    /// `layout.lhs_transposed`, `self` holds `[.., K, M]` and the product uses its transpose
+    /// (likewise `rhs` holding `[.., N, K]`). No transposed copy is made.
+    pub fn matmul_with(&self, rhs: &Tensor, layout: MatmulLayout) -> Result<Tensor> {
         self.check_same_device("matmul", rhs)?;
         let (ls, rs) = (self.shape(), rhs.shape());
         if ls.rank() < 2 || rs.rank() < 2 {
@@ -110,8 +159,16 @@ impl Tensor {
                 hint: "both operands need at least 2 dims".into(),
             });
         }
-        let (m, k) = (ls.dims()[ls.rank() - 2], ls.dims()[ls.rank() - 1]);
-        let (k2, n) = (rs.dims()[rs.rank() - 2], rs.dims()[rs.rank() - 1]);
+        let last2 = |s: &Shape, transposed: bool| {
+            let (a, b) = (s.dims()[s.rank() - 2], s.dims()[s.rank() - 1]);
+            if transposed {
+                (b, a)
+            } else {
+                (a, b)
+            }
+        };
+        let (m, k) = last2(ls, layout.lhs_transposed);
+        let (k2, n) = last2(rs, layout.rhs_transposed);
         if k != k2 {
             return Err(Error::ShapeMismatch {
                 op: "matmul",
@@ -132,7 +189,7 @@ impl Tensor {
         let (lbs, rbs) = (lb.broadcast_strides(&batch), rb.broadcast_strides(&batch));
         let data = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
-                matmul_cpu_gemm(a, b, &batch, &lbs, &rbs, m, k, n)
+                matmul_cpu_gemm(a, b, layout, &batch, &lbs, &rbs, m, k, n)
             }
         };
         let mut out_dims = batch.dims().to_vec();
@@ -143,6 +200,7 @@ impl Tensor {
             Op::Matmul {
                 lhs: self.clone(),
                 rhs: rhs.clone(),
+                layout,
             },
         ))
     }
@@ -150,7 +208,13 @@ impl Tensor {
     /// `x @ weight^T + bias` with PyTorch's Linear layout: `x: [.., in]`, `weight: [out, in]`,
     /// `bias: [out]`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let y = self.matmul(&weight.t()?)?;
+        let y = self.matmul_with(
+            weight,
+            MatmulLayout {
+                lhs_transposed: false,
+                rhs_transposed: true,
+            },
+        )?;
         match bias {
             Some(b) => y.add(b),
             None => Ok(y),
@@ -175,7 +239,7 @@ mod tests {
             Shape::from([3]).broadcast_strides(&batch),
             Shape::from([1]).broadcast_strides(&batch),
         );
-        let got = matmul_cpu_gemm(&lhs, &rhs, &batch, &ls, &rs, m, k, n);
+        let got = matmul_cpu_gemm(&lhs, &rhs, MatmulLayout::default(), &batch, &ls, &rs, m, k, n);
         let want = matmul_cpu_naive(&lhs, &rhs, &batch, &ls, &rs, m, k, n);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");

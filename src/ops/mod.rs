@@ -19,6 +19,7 @@ pub mod shape_ops;
 pub use conv2d::{Conv2dParams, Conv2dWeightGradParams};
 pub use conv_transpose2d::ConvTranspose2dParams;
 pub use elementwise::{BinaryOp, UnaryOp};
+pub use matmul::MatmulLayout;
 pub use norm::{BatchNormParams, RunningStats};
 
 use crate::tensor::Tensor;
@@ -88,7 +89,11 @@ pub enum Op {
 
     // ---- matmul.rs ----
     /// `lhs[.., M, K] @ rhs[.., K, N]`.
-    Matmul { lhs: Tensor, rhs: Tensor },
+    Matmul {
+        lhs: Tensor,
+        rhs: Tensor,
+        layout: matmul::MatmulLayout,
+    },
 
     // ---- conv2d.rs ----
     /// 2-D cross-correlation, PyTorch's `conv2d` (no bias; bias is a broadcast add).
@@ -136,7 +141,7 @@ impl Op {
     /// The tensors this op read, in the order its backward rule returns their gradients.
     pub fn inputs(&self) -> Vec<&Tensor> {
         match self {
-            Op::Binary { lhs, rhs, .. } | Op::Matmul { lhs, rhs } => vec![lhs, rhs],
+            Op::Binary { lhs, rhs, .. } | Op::Matmul { lhs, rhs, .. } => vec![lhs, rhs],
             Op::Conv2d { input, weight, .. } | Op::ConvTranspose2d { input, weight, .. } => {
                 vec![input, weight]
             }
