@@ -34,6 +34,16 @@ pub enum Storage {
     Cpu(Vec<f32>),
 }
 
+/// CPU buffers go back to the pool when their last tensor is dropped, so the next op of the
+/// same size reuses them (see [`cpu::pool`]).
+impl Drop for Storage {
+    fn drop(&mut self) {
+        match self {
+            Storage::Cpu(v) => cpu::pool::recycle(std::mem::take(v)),
+        }
+    }
+}
+
 impl Storage {
     /// The device this storage lives on.
     pub fn device(&self) -> Device {

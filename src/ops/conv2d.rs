@@ -15,7 +15,7 @@
 
 use super::conv_transpose2d::ConvTranspose2dParams;
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::cpu::swap_outer_dims;
+use crate::backend::cpu::{pool, swap_outer_dims};
 use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::ops::Op;
@@ -195,7 +195,7 @@ pub(crate) fn im2col(
     let (s, pad) = (p.stride, p.padding as isize);
     let plane = oh_n * ow_n;
     let row_len = n_n * plane;
-    let mut cols = vec![0.0f32; ci_n * kh_n * kw_n * row_len];
+    let mut cols = pool::take_zeroed(ci_n * kh_n * kw_n * row_len);
     crate::backend::cpu::for_each_row(&mut cols, row_len, |r, row| {
         let (ci, kh, kw) = (r / (kh_n * kw_n), (r / kw_n) % kh_n, r % kw_n);
         let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
@@ -230,7 +230,7 @@ fn conv2d_cpu_gemm(
     let (co_n, _, kh_n, kw_n) = ws;
     let cols = im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n);
     let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
-    let mut out_cn = vec![0.0f32; co_n * np];
+    let mut out_cn = pool::take(co_n * np);
     gemm(
         co_n,
         np,
@@ -241,7 +241,10 @@ fn conv2d_cpu_gemm(
         np,
         false,
     );
-    swap_outer_dims(&out_cn, co_n, n_n, oh_n * ow_n)
+    let out = swap_outer_dims(&out_cn, co_n, n_n, oh_n * ow_n);
+    pool::recycle(cols);
+    pool::recycle(out_cn);
+    out
 }
 
 /// conv2d's weight gradient as one GEMM: `dW[C_out, C_in*KH*KW] = gy'[C_out, N*P] @ im2col(x)^T`
@@ -259,7 +262,7 @@ fn conv2d_weight_grad_cpu_gemm(
     let cols = im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n);
     let gy_cn = swap_outer_dims(gy, n_n, co_n, oh_n * ow_n);
     let (k, np) = (ci_n * p.kernel_h * p.kernel_w, n_n * oh_n * ow_n);
-    let mut dw = vec![0.0f32; co_n * k];
+    let mut dw = pool::take(co_n * k);
     gemm(
         co_n,
         k,
@@ -270,6 +273,8 @@ fn conv2d_weight_grad_cpu_gemm(
         k,
         false,
     );
+    pool::recycle(cols);
+    pool::recycle(gy_cn);
     dw
 }
 

@@ -15,7 +15,7 @@
 
 use super::conv2d::{valid_range, Conv2dParams, Conv2dWeightGradParams};
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::cpu::swap_outer_dims;
+use crate::backend::cpu::{pool, swap_outer_dims};
 use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::ops::Op;
@@ -155,7 +155,7 @@ fn conv_transpose2d_cpu_gemm(
     let (s, pad) = (p.stride, p.padding as isize);
     let (k, nhw) = (co_n * kh_n * kw_n, n_n * h * wd);
     let x_cn = swap_outer_dims(x, n_n, ci_n, h * wd);
-    let mut cols = vec![0.0f32; k * nhw];
+    let mut cols = pool::take(k * nhw);
     gemm(
         k,
         nhw,
@@ -166,7 +166,7 @@ fn conv_transpose2d_cpu_gemm(
         nhw,
         false,
     );
-    let mut out = vec![0.0f32; n_n * co_n * oh_n * ow_n];
+    let mut out = pool::take_zeroed(n_n * co_n * oh_n * ow_n);
     out.par_chunks_mut((oh_n * ow_n).max(1))
         .enumerate()
         .for_each(|(plane, out_plane)| {
@@ -187,6 +187,8 @@ fn conv_transpose2d_cpu_gemm(
                 }
             }
         });
+    pool::recycle(cols);
+    pool::recycle(x_cn);
     out
 }
 

@@ -137,7 +137,7 @@ fn binary_cpu(
         f: impl Fn(f32, f32) -> f32 + Sync,
     ) -> Vec<f32> {
         let n = out_shape.elem_count();
-        let mut out = vec![0.0f32; n];
+        let mut out = cpu::pool::take(n);
         if ls == rs {
             cpu::fill_indexed(&mut out, |i| f(lhs[i], rhs[i]));
             return out;

@@ -65,7 +65,7 @@ fn matmul_cpu_gemm(
     n: usize,
 ) -> Vec<f32> {
     let batches = batch_shape.elem_count();
-    let mut out = vec![0.0f32; batches * m * n];
+    let mut out = cpu::pool::take(batches * m * n);
     let bdims = batch_shape.dims();
     for b in 0..batches {
         let (mut lo, mut ro, mut rem) = (0, 0, b);
@@ -79,8 +79,16 @@ fn matmul_cpu_gemm(
         // transposed view: the GEMM's packing absorbs it, nothing is copied.
         let a_data = &lhs[lo * m * k..][..m * k];
         let b_data = &rhs[ro * k * n..][..k * n];
-        let a = if layout.lhs_transposed { MatRef::row_major(a_data, m).t() } else { MatRef::row_major(a_data, k) };
-        let bm = if layout.rhs_transposed { MatRef::row_major(b_data, k).t() } else { MatRef::row_major(b_data, n) };
+        let a = if layout.lhs_transposed {
+            MatRef::row_major(a_data, m).t()
+        } else {
+            MatRef::row_major(a_data, k)
+        };
+        let bm = if layout.rhs_transposed {
+            MatRef::row_major(b_data, k).t()
+        } else {
+            MatRef::row_major(b_data, n)
+        };
         gemm(
             m,
             n,
@@ -120,13 +128,30 @@ impl MatmulLayout {
 /// - `C = A B^T`:   `dA = g B`,     `dB = g^T A`
 /// - `C = A^T B`:   `dA = B g^T`,   `dB = A g`
 /// - `C = A^T B^T`: `dA = B^T g^T`, `dB = g^T A^T`
-pub(crate) fn matmul_backward(lhs: &Tensor, rhs: &Tensor, layout: MatmulLayout, g: &Tensor) -> Result<(Tensor, Tensor)> {
+pub(crate) fn matmul_backward(
+    lhs: &Tensor,
+    rhs: &Tensor,
+    layout: MatmulLayout,
+    g: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let l = MatmulLayout::new;
     let (dl, dr) = match (layout.lhs_transposed, layout.rhs_transposed) {
-        (false, false) => (g.matmul_with(rhs, l(false, true))?, lhs.matmul_with(g, l(true, false))?),
-        (false, true) => (g.matmul_with(rhs, l(false, false))?, g.matmul_with(lhs, l(true, false))?),
-        (true, false) => (rhs.matmul_with(g, l(false, true))?, lhs.matmul_with(g, l(false, false))?),
-        (true, true) => (rhs.matmul_with(g, l(true, true))?, g.matmul_with(lhs, l(true, true))?),
+        (false, false) => (
+            g.matmul_with(rhs, l(false, true))?,
+            lhs.matmul_with(g, l(true, false))?,
+        ),
+        (false, true) => (
+            g.matmul_with(rhs, l(false, false))?,
+            g.matmul_with(lhs, l(true, false))?,
+        ),
+        (true, false) => (
+            rhs.matmul_with(g, l(false, true))?,
+            lhs.matmul_with(g, l(false, false))?,
+        ),
+        (true, true) => (
+            rhs.matmul_with(g, l(true, true))?,
+            g.matmul_with(lhs, l(true, true))?,
+        ),
     };
     // Broadcast batch dims were summed over nothing yet: reduce to each operand's shape.
     Ok((dl.sum_to(lhs.shape())?, dr.sum_to(rhs.shape())?))
@@ -239,7 +264,17 @@ mod tests {
             Shape::from([3]).broadcast_strides(&batch),
             Shape::from([1]).broadcast_strides(&batch),
         );
-        let got = matmul_cpu_gemm(&lhs, &rhs, MatmulLayout::default(), &batch, &ls, &rs, m, k, n);
+        let got = matmul_cpu_gemm(
+            &lhs,
+            &rhs,
+            MatmulLayout::default(),
+            &batch,
+            &ls,
+            &rs,
+            m,
+            k,
+            n,
+        );
         let want = matmul_cpu_naive(&lhs, &rhs, &batch, &ls, &rs, m, k, n);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");

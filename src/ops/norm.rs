@@ -8,11 +8,11 @@
 //! `r = (1 - momentum) * r + momentum * stat`, using the *unbiased* variance `var * n/(n-1)`.
 
 use crate::backend::{cpu, Storage};
+use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::tensor::{Rng, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
-use crate::error::{Error, Result};
-use crate::tensor::{Rng, Tensor};
 
 /// Options of batch norm.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -239,22 +239,30 @@ pub struct ChannelStats {
 /// variance of the centred values (two passes over the data, accumulated in f64, so a large
 /// mean does not cancel the variance away). Pass 2 per `(n, c)` plane:
 /// `out[n, c, s] = (x[n, c, s] - mean[c]) * invstd[c]`.
-fn batch_normalize_cpu(x: &[f32], (n_n, c_n, s_n): (usize, usize, usize), eps: f32) -> (Vec<f32>, ChannelStats) {
+fn batch_normalize_cpu(
+    x: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+    eps: f32,
+) -> (Vec<f32>, ChannelStats) {
     let count = n_n * s_n;
     let stats: Vec<(f32, f32)> = (0..c_n)
         .into_par_iter()
         .map(|c| {
             let planes = || (0..n_n).map(move |n| &x[(n * c_n + c) * s_n..][..s_n]);
-            let sum: f64 = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let sum: f64 = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
             let mean = sum / count as f64;
-            let sq: f64 = planes().map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum();
+            let sq: f64 = planes()
+                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
             (mean as f32, (sq / count as f64) as f32)
         })
         .collect();
     let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
     let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = cpu::pool::take(x.len());
     cpu::for_each_row(&mut out, s_n, |plane, out_plane| {
         let c = plane % c_n;
         let (m, is) = (mean[c], invstd[c]);
@@ -262,14 +270,27 @@ fn batch_normalize_cpu(x: &[f32], (n_n, c_n, s_n): (usize, usize, usize), eps: f
             *o = (v - m) * is;
         }
     });
-    (out, ChannelStats { mean, var, invstd, count })
+    (
+        out,
+        ChannelStats {
+            mean,
+            var,
+            invstd,
+            count,
+        },
+    )
 }
 
 /// The backward of `x_hat = (x - mean) * invstd` (mean and var from the batch), derived:
 /// with `M` values per channel and `g = dL/dx_hat`,
 /// `dL/dx = invstd * (g - mean(g) - x_hat * mean(g * x_hat))`, the means per channel.
 /// Fused: pass 1 per channel sums `g` and `g * x_hat`; pass 2 writes `dx` per plane.
-fn batch_normalize_backward_cpu(g: &[f32], xhat: &[f32], (n_n, c_n, s_n): (usize, usize, usize), stats: &ChannelStats) -> Vec<f32> {
+fn batch_normalize_backward_cpu(
+    g: &[f32],
+    xhat: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+    stats: &ChannelStats,
+) -> Vec<f32> {
     let m = stats.count as f64;
     let sums: Vec<(f32, f32)> = (0..c_n)
         .into_par_iter()
@@ -285,7 +306,7 @@ fn batch_normalize_backward_cpu(g: &[f32], xhat: &[f32], (n_n, c_n, s_n): (usize
             ((sg / m) as f32, (sgx / m) as f32)
         })
         .collect();
-    let mut dx = vec![0.0f32; g.len()];
+    let mut dx = cpu::pool::take(g.len());
     cpu::for_each_row(&mut dx, s_n, |plane, out| {
         let c = plane % c_n;
         let (mg, mgx, is) = (sums[c].0, sums[c].1, stats.invstd[c]);
@@ -308,7 +329,11 @@ impl Tensor {
     /// `(x - mean_c) / sqrt(var_c + eps)`. Returns the result and the statistics.
     pub fn batch_normalize(&self, eps: f32) -> Result<(Tensor, Arc<ChannelStats>)> {
         if self.rank() < 2 {
-            return Err(Error::bad_shape("batch_normalize", self.shape(), "expected [N, C, ...]"));
+            return Err(Error::bad_shape(
+                "batch_normalize",
+                self.shape(),
+                "expected [N, C, ...]",
+            ));
         }
         let (out, stats) = match &*self.storage() {
             Storage::Cpu(x) => batch_normalize_cpu(x, ncs(self.shape()), eps),
@@ -331,7 +356,13 @@ impl Tensor {
 /// incoming gradient). When the backward pass is itself recorded (second order), the rule
 /// recomputes the statistics from `x` with differentiable ops, so that the gradient's own
 /// gradient through mean and var is exact; otherwise one fused kernel computes the same values.
-pub(crate) fn batch_normalize_backward(x: &Tensor, out: &Tensor, eps: f32, stats: &ChannelStats, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn batch_normalize_backward(
+    x: &Tensor,
+    out: &Tensor,
+    eps: f32,
+    stats: &ChannelStats,
+    g: &Tensor,
+) -> Result<Tensor> {
     if crate::autograd::is_grad_enabled() && (x.is_tracked() || g.is_tracked()) {
         let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
         let centred = x.sub(&x.mean(&dims, true)?)?;
@@ -342,7 +373,9 @@ pub(crate) fn batch_normalize_backward(x: &Tensor, out: &Tensor, eps: f32, stats
         return invstd.mul(&g.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?);
     }
     let data = match (&*g.storage(), &*out.storage()) {
-        (Storage::Cpu(gd), Storage::Cpu(xh)) => batch_normalize_backward_cpu(gd, xh, ncs(x.shape()), stats),
+        (Storage::Cpu(gd), Storage::Cpu(xh)) => {
+            batch_normalize_backward_cpu(gd, xh, ncs(x.shape()), stats)
+        }
     };
     Tensor::from_vec_on(data, x.shape().clone(), &x.device())
 }

@@ -14,7 +14,7 @@ use crate::tensor::{Shape, Tensor};
 
 fn avg_pool2x2_cpu(x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![0.0f32; n * c * oh * ow];
+    let mut out = cpu::pool::take(n * c * oh * ow);
     cpu::for_each_row(&mut out, (oh * ow).max(1), |plane, out_plane| {
         let x_plane = &x[plane * h * w..][..h * w];
         for i in 0..oh {
@@ -35,7 +35,7 @@ fn upsample_cpu(
     oh: usize,
     ow: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * c * oh * ow];
+    let mut out = cpu::pool::take_zeroed(n * c * oh * ow);
     cpu::for_each_row(&mut out, (oh * ow).max(1), |plane, out_plane| {
         let x_plane = &x[plane * h * w..][..h * w];
         for i in 0..oh.min(2 * h) {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// (one per output dim, 0 where the source is repeated).
 fn gather_strided(x: &[f32], out_shape: &Shape, src_strides: &[usize]) -> Vec<f32> {
     let n = out_shape.elem_count();
-    let mut out = vec![0.0f32; n];
+    let mut out = cpu::pool::take(n);
     let rank = out_shape.rank();
     if n == 0 {
         return out;
@@ -241,7 +241,7 @@ impl Tensor {
         out_dims[dim] = total;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(first.shape(), dim);
-        let mut out = vec![0.0f32; out_shape.elem_count()];
+        let mut out = cpu::pool::take(out_shape.elem_count());
         let mut start = 0;
         for t in tensors {
             let d = t.dims()[dim];
@@ -288,7 +288,7 @@ impl Tensor {
         out_dims[dim] = len;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
-        let mut out = vec![0.0f32; out_shape.elem_count()];
+        let mut out = cpu::pool::take(out_shape.elem_count());
         copy_dim_block(
             self.storage().as_cpu(),
             &mut out,
@@ -322,7 +322,7 @@ impl Tensor {
         out_dims[dim] = size + before + after;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
-        let mut out = vec![0.0f32; out_shape.elem_count()];
+        let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
         let d_out = size + before + after;
         copy_dim_block(
             self.storage().as_cpu(),
@@ -361,7 +361,7 @@ impl Tensor {
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = indices.len();
         let out_shape = Shape::from(out_dims);
-        let mut out = vec![0.0f32; out_shape.elem_count()];
+        let mut out = cpu::pool::take(out_shape.elem_count());
         {
             let x = self.storage();
             let x = x.as_cpu();
@@ -413,7 +413,7 @@ impl Tensor {
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = size;
         let out_shape = Shape::from(out_dims);
-        let mut out = vec![0.0f32; out_shape.elem_count()];
+        let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
         {
             let x = self.storage();
             let x = x.as_cpu();

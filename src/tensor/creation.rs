@@ -1,6 +1,7 @@
 //! Creating tensors: constants, data from the host, and seeded random tensors.
 
 use super::{Rng, Shape, Tensor};
+use crate::backend::cpu::pool;
 use crate::backend::{Device, Storage};
 use crate::error::{Error, Result};
 
@@ -42,8 +43,9 @@ impl Tensor {
     /// A tensor filled with `value`.
     pub fn full(value: f32, shape: impl Into<Shape>, device: &Device) -> Tensor {
         let shape = shape.into();
-        Tensor::from_vec_on(vec![value; shape.elem_count()], shape, device)
-            .expect("element count matches by construction")
+        let mut data = pool::take(shape.elem_count());
+        data.fill(value);
+        Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")
     }
 
     /// All zeros.
@@ -75,9 +77,8 @@ impl Tensor {
         device: &Device,
     ) -> Tensor {
         let shape = shape.into();
-        let data = (0..shape.elem_count())
-            .map(|_| rng.uniform(lo, hi))
-            .collect();
+        let mut data = pool::take(shape.elem_count());
+        data.iter_mut().for_each(|v| *v = rng.uniform(lo, hi));
         Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")
     }
 
@@ -90,9 +91,8 @@ impl Tensor {
         device: &Device,
     ) -> Tensor {
         let shape = shape.into();
-        let data = (0..shape.elem_count())
-            .map(|_| mean + std * rng.normal())
-            .collect();
+        let mut data = pool::take(shape.elem_count());
+        data.iter_mut().for_each(|v| *v = mean + std * rng.normal());
         Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")
     }
 

@@ -156,15 +156,15 @@ pub fn gemm_with(
     let (mr, nr) = (uk.mr, uk.nr);
     let c_ptr = SendPtr(c.as_mut_ptr());
     let threads = rayon::current_num_threads();
-    let mut packed_b = Vec::new();
+    // Sized for the largest block; reused across blocks and returned to the pool at the end.
+    let mut packed_b = super::pool::take(n.min(NC).div_ceil(nr) * nr * k.min(KC));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let b_panels = nc.div_ceil(nr);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             // Pack B[pc..pc+kc, jc..jc+nc] into NR-column panels.
-            packed_b.resize(b_panels * kc * nr, 0.0);
-            packed_b
+            packed_b[..b_panels * kc * nr]
                 .par_chunks_mut(kc * nr)
                 .enumerate()
                 .for_each(|(panel, dst)| {
@@ -176,58 +176,75 @@ pub fn gemm_with(
             let m_blocks = m.div_ceil(MC);
             let n_chunks = (2 * threads).div_ceil(m_blocks).clamp(1, b_panels);
             let panels_per_chunk = b_panels.div_ceil(n_chunks);
-            let packed_b = &packed_b;
+            let packed_b = &packed_b[..b_panels * kc * nr];
             (0..m_blocks * n_chunks).into_par_iter().for_each(|task| {
                 let (mb, nb) = (task / n_chunks, task % n_chunks);
                 let ic = mb * MC;
                 let mc = MC.min(m - ic);
                 let a_panels = mc.div_ceil(mr);
-                // Pack A[ic..ic+mc, pc..pc+kc] into MR-row panels.
-                let mut packed_a = vec![0.0f32; a_panels * kc * mr];
-                for (panel, dst) in packed_a.chunks_mut(kc * mr).enumerate() {
-                    let i0 = ic + panel * mr;
-                    pack_a_panel(a, i0, mr.min(ic + mc - i0), pc, kc, mr, dst);
-                }
-                let first = nb * panels_per_chunk;
-                let last = ((nb + 1) * panels_per_chunk).min(b_panels);
-                let mut scratch = vec![0.0f32; mr * nr];
-                for jp in first..last {
-                    let j0 = jc + jp * nr;
-                    let cols = nr.min(n - j0);
-                    let b_panel = packed_b[jp * kc * nr..].as_ptr();
-                    for ip in 0..a_panels {
-                        let i0 = ic + ip * mr;
-                        let rows = mr.min(m - i0);
-                        let a_panel = packed_a[ip * kc * mr..].as_ptr();
-                        // SAFETY: every task writes only rows [ic, ic+mc) x cols of its own B
-                        // panels, so writes never overlap; extents were checked above; the
-                        // kernel was selected for this CPU.
-                        unsafe {
-                            let c_tile = c_ptr.get().add(i0 * ldc + j0);
-                            if rows == mr && cols == nr {
-                                (uk.run)(kc, a_panel, b_panel, c_tile, ldc, acc);
-                            } else {
-                                (uk.run)(kc, a_panel, b_panel, scratch.as_mut_ptr(), nr, false);
-                                for i in 0..rows {
-                                    for j in 0..cols {
-                                        let dst = c_tile.add(i * ldc + j);
-                                        let v = scratch[i * nr + j];
-                                        *dst = if acc { *dst + v } else { v };
+                // Pack A[ic..ic+mc, pc..pc+kc] into MR-row panels, in this thread's buffer.
+                PACKED_A.with(|buf| {
+                    let mut packed_a = buf.borrow_mut();
+                    if packed_a.len() < a_panels * kc * mr {
+                        packed_a.resize(a_panels * kc * mr, 0.0);
+                    }
+                    for (panel, dst) in packed_a[..a_panels * kc * mr]
+                        .chunks_mut(kc * mr)
+                        .enumerate()
+                    {
+                        let i0 = ic + panel * mr;
+                        pack_a_panel(a, i0, mr.min(ic + mc - i0), pc, kc, mr, dst);
+                    }
+                    let first = nb * panels_per_chunk;
+                    let last = ((nb + 1) * panels_per_chunk).min(b_panels);
+                    let mut scratch = vec![0.0f32; mr * nr];
+                    for jp in first..last {
+                        let j0 = jc + jp * nr;
+                        let cols = nr.min(n - j0);
+                        let b_panel = packed_b[jp * kc * nr..].as_ptr();
+                        for ip in 0..a_panels {
+                            let i0 = ic + ip * mr;
+                            let rows = mr.min(m - i0);
+                            let a_panel = packed_a[ip * kc * mr..].as_ptr();
+                            // SAFETY: every task writes only rows [ic, ic+mc) x cols of its own B
+                            // panels, so writes never overlap; extents were checked above; the
+                            // kernel was selected for this CPU.
+                            unsafe {
+                                let c_tile = c_ptr.get().add(i0 * ldc + j0);
+                                if rows == mr && cols == nr {
+                                    (uk.run)(kc, a_panel, b_panel, c_tile, ldc, acc);
+                                } else {
+                                    (uk.run)(kc, a_panel, b_panel, scratch.as_mut_ptr(), nr, false);
+                                    for i in 0..rows {
+                                        for j in 0..cols {
+                                            let dst = c_tile.add(i * ldc + j);
+                                            let v = scratch[i * nr + j];
+                                            *dst = if acc { *dst + v } else { v };
+                                        }
                                     }
                                 }
                             }
                         }
                     }
-                }
+                });
             });
         }
     }
+    super::pool::recycle(packed_b);
 }
 
 /// Packs `B[pc..pc+kc, j0..j0+cols]` as `dst[p * nr + j]`, zero-filling columns `cols..nr`.
 /// Reads whole contiguous runs of the source: rows when B is row-major, columns when it is a
 /// transposed view (so the weight-gradient GEMM's `im2col^T` operand packs at memory speed).
-fn pack_b_panel(b: MatRef, pc: usize, kc: usize, j0: usize, cols: usize, nr: usize, dst: &mut [f32]) {
+fn pack_b_panel(
+    b: MatRef,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
     if cols < nr {
         dst.fill(0.0);
     }
@@ -252,9 +269,20 @@ fn pack_b_panel(b: MatRef, pc: usize, kc: usize, j0: usize, cols: usize, nr: usi
     }
 }
 
-/// Packs `A[i0..i0+rows, pc..pc+kc]` as `dst[p * mr + i]` (rows `rows..mr` stay zero), reading
-/// contiguous runs: rows of a row-major A, columns of a transposed one.
-fn pack_a_panel(a: MatRef, i0: usize, rows: usize, pc: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+/// Packs `A[i0..i0+rows, pc..pc+kc]` as `dst[p * mr + i]`, zero-filling rows `rows..mr`;
+/// reads contiguous runs: rows of a row-major A, columns of a transposed one.
+fn pack_a_panel(
+    a: MatRef,
+    i0: usize,
+    rows: usize,
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    if rows < mr {
+        dst.fill(0.0);
+    }
     if a.col_stride == 1 {
         for i in 0..rows {
             let src = &a.data[(i0 + i) * a.row_stride + pc..][..kc];
@@ -274,6 +302,12 @@ fn pack_a_panel(a: MatRef, i0: usize, rows: usize, pc: usize, kc: usize, mr: usi
             }
         }
     }
+}
+
+thread_local! {
+    /// Each thread's packed-A buffer: kept for the thread's life (at most `MC * KC` floats,
+    /// 96 KiB), so packing never allocates in steady state, whatever the task scheduling.
+    static PACKED_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A raw pointer that rayon tasks may share; soundness is argued at the single use site.

@@ -5,6 +5,7 @@
 //! when it is large enough to pay for the split.
 
 pub mod gemm;
+pub mod pool;
 
 use rayon::prelude::*;
 
@@ -31,11 +32,9 @@ pub fn fill_indexed(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
 
 /// `out[i] = f(a[i])`, in parallel chunks when large.
 pub fn map_unary(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    if a.len() < PAR_THRESHOLD {
-        a.iter().map(|&x| f(x)).collect()
-    } else {
-        a.par_iter().with_min_len(4096).map(|&x| f(x)).collect()
-    }
+    let mut out = pool::take(a.len());
+    fill_indexed(&mut out, |i| f(a[i]));
+    out
 }
 
 /// Runs `f(row_index, row)` over the rows of `out` (rows of `row_len` elements), in parallel
@@ -58,7 +57,7 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
 /// `[a, b, inner] -> [b, a, inner]`: swaps the two outer dims of a row-major buffer with
 /// contiguous block copies (e.g. conv's `[N, C, H*W]` <-> `[C, N, H*W]` around a GEMM).
 pub fn swap_outer_dims(x: &[f32], a: usize, b: usize, inner: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = pool::take(x.len());
     for_each_row(&mut out, (a * inner).max(1), |j, out_block| {
         for i in 0..a {
             out_block[i * inner..(i + 1) * inner]
