@@ -28,7 +28,11 @@ fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn row(op: &str, shape: &str, ms: f64, flops: f64) {
-    let gflops = if flops > 0.0 { format!("{:9.1}", flops / ms / 1e6) } else { "        -".to_string() };
+    let gflops = if flops > 0.0 {
+        format!("{:9.1}", flops / ms / 1e6)
+    } else {
+        "        -".to_string()
+    };
     println!("| {op:<28} | {shape:<34} | {ms:9.2} | {gflops} |");
 }
 
@@ -37,7 +41,10 @@ fn main() {
     let mut rng = Rng::new(0);
     let reps = 5;
     println!("threads: {}", rayon::current_num_threads());
-    println!("| {:<28} | {:<34} | {:>9} | {:>9} |", "op", "shape", "ms", "GFLOP/s");
+    println!(
+        "| {:<28} | {:<34} | {:>9} | {:>9} |",
+        "op", "shape", "ms", "GFLOP/s"
+    );
     println!("|{:-<30}|{:-<36}|{:-<11}|{:-<11}|", "", "", "", "");
 
     for n in [256usize, 512, 1024] {
@@ -46,7 +53,12 @@ fn main() {
         let ms = time_ms(reps, || {
             a.matmul(&b).unwrap();
         });
-        row("matmul", &format!("{n}x{n} @ {n}x{n}"), ms, 2.0 * (n * n * n) as f64);
+        row(
+            "matmul",
+            &format!("{n}x{n} @ {n}x{n}"),
+            ms,
+            2.0 * (n * n * n) as f64,
+        );
     }
 
     // (name, N, C_in, H, C_out, k, stride, padding)
@@ -55,23 +67,42 @@ fn main() {
         ("conv2d D.c2", 64, 64, 14, 128, 4, 2, 1),
     ];
     for (name, n, ci, h, co, k, s, p) in convs {
-        let params = Conv2dParams { stride: s, padding: p };
+        let params = Conv2dParams {
+            stride: s,
+            padding: p,
+        };
         let x = Tensor::randn(0.0, 1.0, [n, ci, h, h], &mut rng, &dev);
         let w = Tensor::randn(0.0, 0.02, [co, ci, k, k], &mut rng, &dev);
         let oh = params.out_size(h, k).unwrap();
         let flops = 2.0 * (n * co * oh * oh * ci * k * k) as f64;
         let shape = format!("{ci}->{co} k{k}s{s}p{p} {h}->{oh}");
-        row(&format!("{name} fwd"), &shape, time_ms(reps, || {
-            x.conv2d(&w, params).unwrap();
-        }), flops);
+        row(
+            &format!("{name} fwd"),
+            &shape,
+            time_ms(reps, || {
+                x.conv2d(&w, params).unwrap();
+            }),
+            flops,
+        );
         let (xl, wl) = (x.detach(), w.detach());
         xl.set_requires_grad(true);
         wl.set_requires_grad(true);
         let y = xl.conv2d(&wl, params).unwrap();
         let g = Tensor::randn(0.0, 1.0, y.dims().to_vec(), &mut rng, &dev);
-        row(&format!("{name} bwd (dx+dw)"), &shape, time_ms(reps, || {
-            autograd::grad(&[y.clone()], Some(&[g.clone()]), &[xl.clone(), wl.clone()], false).unwrap();
-        }), 2.0 * flops);
+        row(
+            &format!("{name} bwd (dx+dw)"),
+            &shape,
+            time_ms(reps, || {
+                autograd::grad(
+                    &[y.clone()],
+                    Some(&[g.clone()]),
+                    &[xl.clone(), wl.clone()],
+                    false,
+                )
+                .unwrap();
+            }),
+            2.0 * flops,
+        );
     }
 
     let convts = [
@@ -80,23 +111,43 @@ fn main() {
         ("convT G.ct3", 64, 128, 14, 1, 4, 2, 1),
     ];
     for (name, n, ci, h, co, k, s, p) in convts {
-        let params = ConvTranspose2dParams { stride: s, padding: p, output_padding: [0, 0] };
+        let params = ConvTranspose2dParams {
+            stride: s,
+            padding: p,
+            output_padding: [0, 0],
+        };
         let x = Tensor::randn(0.0, 1.0, [n, ci, h, h], &mut rng, &dev);
         let w = Tensor::randn(0.0, 0.02, [ci, co, k, k], &mut rng, &dev);
         let oh = params.out_size(h, k, 0).unwrap();
         let flops = 2.0 * (n * ci * h * h * co * k * k) as f64;
         let shape = format!("{ci}->{co} k{k}s{s}p{p} {h}->{oh}");
-        row(&format!("{name} fwd"), &shape, time_ms(reps, || {
-            x.conv_transpose2d(&w, params).unwrap();
-        }), flops);
+        row(
+            &format!("{name} fwd"),
+            &shape,
+            time_ms(reps, || {
+                x.conv_transpose2d(&w, params).unwrap();
+            }),
+            flops,
+        );
         let (xl, wl) = (x.detach(), w.detach());
         xl.set_requires_grad(true);
         wl.set_requires_grad(true);
         let y = xl.conv_transpose2d(&wl, params).unwrap();
         let g = Tensor::randn(0.0, 1.0, y.dims().to_vec(), &mut rng, &dev);
-        row(&format!("{name} bwd (dx+dw)"), &shape, time_ms(reps, || {
-            autograd::grad(&[y.clone()], Some(&[g.clone()]), &[xl.clone(), wl.clone()], false).unwrap();
-        }), 2.0 * flops);
+        row(
+            &format!("{name} bwd (dx+dw)"),
+            &shape,
+            time_ms(reps, || {
+                autograd::grad(
+                    &[y.clone()],
+                    Some(&[g.clone()]),
+                    &[xl.clone(), wl.clone()],
+                    false,
+                )
+                .unwrap();
+            }),
+            2.0 * flops,
+        );
     }
 
     for (c, h) in [(256usize, 7usize), (128, 14)] {
@@ -104,15 +155,43 @@ fn main() {
         let (gamma, beta) = (Tensor::ones(c, &dev), Tensor::zeros(c, &dev));
         let (rm, rv) = (Tensor::zeros(c, &dev), Tensor::ones(c, &dev));
         let shape = format!("[64, {c}, {h}, {h}]");
-        row("batch_norm train fwd", &shape, time_ms(reps, || {
-            let running = RunningStats { mean: &rm, var: &rv };
-            x.batch_norm(Some(running), Some(&gamma), Some(&beta), true, BatchNormParams::default()).unwrap();
-        }), 0.0);
+        row(
+            "batch_norm train fwd",
+            &shape,
+            time_ms(reps, || {
+                let running = RunningStats {
+                    mean: &rm,
+                    var: &rv,
+                };
+                x.batch_norm(
+                    Some(running),
+                    Some(&gamma),
+                    Some(&beta),
+                    true,
+                    BatchNormParams::default(),
+                )
+                .unwrap();
+            }),
+            0.0,
+        );
         let xl = x.detach();
         xl.set_requires_grad(true);
-        row("batch_norm train fwd+bwd", &shape, time_ms(reps, || {
-            let y = xl.batch_norm(None, Some(&gamma), Some(&beta), true, BatchNormParams::default()).unwrap();
-            autograd::grad(&[y.sum_all().unwrap()], None, &[xl.clone()], false).unwrap();
-        }), 0.0);
+        row(
+            "batch_norm train fwd+bwd",
+            &shape,
+            time_ms(reps, || {
+                let y = xl
+                    .batch_norm(
+                        None,
+                        Some(&gamma),
+                        Some(&beta),
+                        true,
+                        BatchNormParams::default(),
+                    )
+                    .unwrap();
+                autograd::grad(&[y.sum_all().unwrap()], None, &[xl.clone()], false).unwrap();
+            }),
+            0.0,
+        );
     }
 }

@@ -9,7 +9,10 @@ use ganforge::bench::{Bench, Workload, CEILING_GFLOPS};
 use ganforge::Device;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut workloads = Vec::new();
     let (mut steps, mut warmup) = (10usize, 3usize);
     let mut i = 0;
@@ -41,11 +44,17 @@ fn main() {
         for s in bench.run(warmup, steps).expect("workload runs") {
             let per_step: Vec<String> = s.step_ms.iter().map(|t| format!("{t:.1}")).collect();
             println!("ganforge {} per-step ms: [{}]", s.name, per_step.join(", "));
-            println!("RESULT ganforge {} cpu median_ms {:.2}", s.name, s.median_ms());
+            println!(
+                "RESULT ganforge {} cpu median_ms {:.2}",
+                s.name,
+                s.median_ms()
+            );
             rows.push(s);
         }
     }
-    println!("\n| workload | median ms/step | GFLOP/step | GFLOP/s | % of {CEILING_GFLOPS} GFLOP/s |");
+    println!(
+        "\n| workload | median ms/step | GFLOP/step | GFLOP/s | % of {CEILING_GFLOPS} GFLOP/s |"
+    );
     println!("|---|---|---|---|---|");
     for s in rows {
         println!(

@@ -15,8 +15,8 @@
 use crate::autograd::{self, no_grad};
 use crate::error::{Error, Result};
 use crate::nn::{
-    init, BatchNorm, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Flatten, LeakyRelu, Linear, LinearConfig, Module,
-    Relu, Reshape, Sequential, Tanh,
+    init, BatchNorm, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Flatten,
+    LeakyRelu, Linear, LinearConfig, Module, Relu, Reshape, Sequential, Tanh,
 };
 use crate::ops::BatchNormParams;
 use crate::optim::{Adam, AdamConfig, Optimizer};
@@ -124,8 +124,16 @@ fn gan_step_flops(g: &LayerMacs, d: &LayerMacs) -> f64 {
 
 fn w1_macs() -> (LayerMacs, LayerMacs) {
     let n = BATCH;
-    let g = LayerMacs(vec![conv_t_macs(n, NZ, 1, 256, 7), conv_t_macs(n, 256, 7, 128, 4), conv_t_macs(n, 128, 14, 1, 4)]);
-    let d = LayerMacs(vec![conv_macs(n, 1, 64, 14, 4), conv_macs(n, 64, 128, 7, 4), linear_macs(n, 6272, 1)]);
+    let g = LayerMacs(vec![
+        conv_t_macs(n, NZ, 1, 256, 7),
+        conv_t_macs(n, 256, 7, 128, 4),
+        conv_t_macs(n, 128, 14, 1, 4),
+    ]);
+    let d = LayerMacs(vec![
+        conv_macs(n, 1, 64, 14, 4),
+        conv_macs(n, 64, 128, 7, 4),
+        linear_macs(n, 6272, 1),
+    ]);
     (g, d)
 }
 
@@ -150,17 +158,35 @@ fn w2_macs() -> (LayerMacs, LayerMacs) {
 
 fn w3_macs() -> (LayerMacs, LayerMacs) {
     let n = BATCH;
-    let g = LayerMacs(vec![linear_macs(n, NZ, 256), linear_macs(n, 256, 512), linear_macs(n, 512, 1024), linear_macs(n, 1024, 784)]);
-    let d = LayerMacs(vec![linear_macs(n, 784, 512), linear_macs(n, 512, 256), linear_macs(n, 256, 1)]);
+    let g = LayerMacs(vec![
+        linear_macs(n, NZ, 256),
+        linear_macs(n, 256, 512),
+        linear_macs(n, 512, 1024),
+        linear_macs(n, 1024, 784),
+    ]);
+    let d = LayerMacs(vec![
+        linear_macs(n, 784, 512),
+        linear_macs(n, 512, 256),
+        linear_macs(n, 256, 1),
+    ]);
     (g, d)
 }
 
 /// The FLOPs of one step of `w` (W4: critic and generator steps), in GFLOP.
 pub fn step_gflop(w: Workload) -> Vec<(String, f64)> {
     match w {
-        Workload::W1 => vec![("w1".into(), gan_step_flops(&w1_macs().0, &w1_macs().1) / 1e9)],
-        Workload::W2 => vec![("w2".into(), gan_step_flops(&w2_macs().0, &w2_macs().1) / 1e9)],
-        Workload::W3 => vec![("w3".into(), gan_step_flops(&w3_macs().0, &w3_macs().1) / 1e9)],
+        Workload::W1 => vec![(
+            "w1".into(),
+            gan_step_flops(&w1_macs().0, &w1_macs().1) / 1e9,
+        )],
+        Workload::W2 => vec![(
+            "w2".into(),
+            gan_step_flops(&w2_macs().0, &w2_macs().1) / 1e9,
+        )],
+        Workload::W3 => vec![(
+            "w3".into(),
+            gan_step_flops(&w3_macs().0, &w3_macs().1) / 1e9,
+        )],
         // The double-backward of the gradient penalty is not covered by the simple formula;
         // these are PyTorch's FlopCounterMode totals for the same steps (perf.md).
         Workload::W4 => vec![("w4-critic".into(), 13.63), ("w4-gen".into(), 12.89)],
@@ -169,7 +195,16 @@ pub fn step_gflop(w: Workload) -> Vec<(String, f64)> {
 
 // ---- the networks ----------------------------------------------------------------------------
 
-fn conv_t(c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, bias: bool, rng: &mut Rng, dev: &Device) -> Result<ConvTranspose2d> {
+fn conv_t(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    rng: &mut Rng,
+    dev: &Device,
+) -> Result<ConvTranspose2d> {
     ConvTranspose2d::new(
         ConvTranspose2dConfig {
             in_channels: c_in,
@@ -185,7 +220,16 @@ fn conv_t(c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, bi
     )
 }
 
-fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, bias: bool, rng: &mut Rng, dev: &Device) -> Result<Conv2d> {
+fn conv(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    rng: &mut Rng,
+    dev: &Device,
+) -> Result<Conv2d> {
     Conv2d::new(
         Conv2dConfig {
             in_channels: c_in,
@@ -239,7 +283,9 @@ pub fn w1_discriminator(norm: bool, rng: &mut Rng, dev: &Device) -> Result<Seque
     if norm {
         d = d.push(bn(128, dev)?);
     }
-    Ok(d.push(LeakyRelu(0.2)).push(Flatten).push(linear(128 * 7 * 7, 1, rng, dev)?))
+    Ok(d.push(LeakyRelu(0.2))
+        .push(Flatten)
+        .push(linear(128 * 7 * 7, 1, rng, dev)?))
 }
 
 /// W2's generator: pytorch/examples/dcgan with ngf = 64, nc = 3.
@@ -248,18 +294,36 @@ pub fn w2_generator(rng: &mut Rng, dev: &Device) -> Result<Sequential> {
     let widths = [NZ, 512, 256, 128, 64];
     for i in 0..4 {
         let (stride, padding) = if i == 0 { (1, 0) } else { (2, 1) };
-        g = g.push(conv_t(widths[i], widths[i + 1], 4, stride, padding, false, rng, dev)?).push(bn(widths[i + 1], dev)?).push(Relu);
+        g = g
+            .push(conv_t(
+                widths[i],
+                widths[i + 1],
+                4,
+                stride,
+                padding,
+                false,
+                rng,
+                dev,
+            )?)
+            .push(bn(widths[i + 1], dev)?)
+            .push(Relu);
     }
     Ok(g.push(conv_t(64, 3, 4, 2, 1, false, rng, dev)?).push(Tanh))
 }
 
 /// W2's discriminator (logits; the reference's Sigmoid is folded into BCE-with-logits).
 pub fn w2_discriminator(rng: &mut Rng, dev: &Device) -> Result<Sequential> {
-    let mut d = Sequential::new().push(conv(3, 64, 4, 2, 1, false, rng, dev)?).push(LeakyRelu(0.2));
+    let mut d = Sequential::new()
+        .push(conv(3, 64, 4, 2, 1, false, rng, dev)?)
+        .push(LeakyRelu(0.2));
     for (c_in, c_out) in [(64, 128), (128, 256), (256, 512)] {
-        d = d.push(conv(c_in, c_out, 4, 2, 1, false, rng, dev)?).push(bn(c_out, dev)?).push(LeakyRelu(0.2));
+        d = d
+            .push(conv(c_in, c_out, 4, 2, 1, false, rng, dev)?)
+            .push(bn(c_out, dev)?)
+            .push(LeakyRelu(0.2));
     }
-    Ok(d.push(conv(512, 1, 4, 1, 0, false, rng, dev)?).push(Flatten))
+    Ok(d.push(conv(512, 1, 4, 1, 0, false, rng, dev)?)
+        .push(Flatten))
 }
 
 /// W3's MLP generator.
@@ -313,15 +377,30 @@ impl Bench {
     pub fn new(workload: Workload, dev: &Device) -> Result<Bench> {
         let mut rng = Rng::new(0);
         let (g, d, real_shape) = match workload {
-            Workload::W1 => (w1_generator(&mut rng, dev)?, w1_discriminator(true, &mut rng, dev)?, vec![BATCH, 1, 28, 28]),
+            Workload::W1 => (
+                w1_generator(&mut rng, dev)?,
+                w1_discriminator(true, &mut rng, dev)?,
+                vec![BATCH, 1, 28, 28],
+            ),
             Workload::W2 => {
-                let (g, d) = (w2_generator(&mut rng, dev)?, w2_discriminator(&mut rng, dev)?);
+                let (g, d) = (
+                    w2_generator(&mut rng, dev)?,
+                    w2_discriminator(&mut rng, dev)?,
+                );
                 init::dcgan_init(&g, &mut rng)?;
                 init::dcgan_init(&d, &mut rng)?;
                 (g, d, vec![BATCH, 3, 64, 64])
             }
-            Workload::W3 => (w3_generator(&mut rng, dev)?, w3_discriminator(&mut rng, dev)?, vec![BATCH, 784]),
-            Workload::W4 => (w1_generator(&mut rng, dev)?, w1_discriminator(false, &mut rng, dev)?, vec![BATCH, 1, 28, 28]),
+            Workload::W3 => (
+                w3_generator(&mut rng, dev)?,
+                w3_discriminator(&mut rng, dev)?,
+                vec![BATCH, 784],
+            ),
+            Workload::W4 => (
+                w1_generator(&mut rng, dev)?,
+                w1_discriminator(false, &mut rng, dev)?,
+                vec![BATCH, 1, 28, 28],
+            ),
         };
         let (opt_g, opt_d) = (adam(g.parameters()), adam(d.parameters()));
         Ok(Bench {
@@ -338,7 +417,8 @@ impl Bench {
 
     /// Fresh "real" data U(-1, 1) and noise z ~ N(0, 1).
     fn data(&mut self) -> (Tensor, Tensor) {
-        let real = Tensor::rand_uniform(-1.0, 1.0, self.real_shape.clone(), &mut self.rng, &self.dev);
+        let real =
+            Tensor::rand_uniform(-1.0, 1.0, self.real_shape.clone(), &mut self.rng, &self.dev);
         let z = Tensor::randn(0.0, 1.0, [BATCH, NZ], &mut self.rng, &self.dev);
         (real, z)
     }
@@ -350,7 +430,11 @@ impl Bench {
         let zeros = Tensor::zeros([BATCH, 1], &self.dev);
         self.opt_d.zero_grad();
         let fake = self.g.forward(&z)?;
-        let loss_d = self.d.forward(&real)?.bce_with_logits(&ones)?.add(&self.d.forward(&fake.detach())?.bce_with_logits(&zeros)?)?;
+        let loss_d = self
+            .d
+            .forward(&real)?
+            .bce_with_logits(&ones)?
+            .add(&self.d.forward(&fake.detach())?.bce_with_logits(&zeros)?)?;
         loss_d.backward()?;
         self.opt_d.step()?;
         self.opt_g.zero_grad();
@@ -381,7 +465,12 @@ impl Bench {
             .ok_or_else(|| Error::Autograd("critic output does not depend on its input".into()))?;
         let norms = g.flatten(1)?.sqr()?.sum(&[1], false)?.sqrt();
         let gp = norms.add_scalar(-1.0).sqr()?.mean_all()?;
-        let loss = self.d.forward(&fake)?.mean_all()?.sub(&self.d.forward(&real)?.mean_all()?)?.add(&gp.mul_scalar(10.0))?;
+        let loss = self
+            .d
+            .forward(&fake)?
+            .mean_all()?
+            .sub(&self.d.forward(&real)?.mean_all()?)?
+            .add(&gp.mul_scalar(10.0))?;
         loss.backward()?;
         self.opt_d.step()?;
         loss.to_scalar()
@@ -408,7 +497,10 @@ impl Bench {
             }
             Ok(t.elapsed().as_secs_f64() * 1e3)
         };
-        let flops: Vec<f64> = step_gflop(self.workload).iter().map(|(_, f)| f * 1e9).collect();
+        let flops: Vec<f64> = step_gflop(self.workload)
+            .iter()
+            .map(|(_, f)| f * 1e9)
+            .collect();
         if self.workload != Workload::W4 {
             let mut ms = Vec::new();
             for i in 0..warmup + steps {
@@ -461,13 +553,23 @@ mod tests {
     /// The analytic counts equal perf.md's table (which equals FlopCounterMode).
     #[test]
     fn step_flops_match_the_reference_table() {
-        let want = [(Workload::W1, 17.93), (Workload::W2, 158.86), (Workload::W3, 1.077)];
+        let want = [
+            (Workload::W1, 17.93),
+            (Workload::W2, 158.86),
+            (Workload::W3, 1.077),
+        ];
         for (w, gflop) in want {
             let got = step_gflop(w)[0].1;
-            assert!((got - gflop).abs() / gflop < 2e-3, "{w:?}: {got} GFLOP, perf.md says {gflop}");
+            assert!(
+                (got - gflop).abs() / gflop < 2e-3,
+                "{w:?}: {got} GFLOP, perf.md says {gflop}"
+            );
         }
         let (g, d) = w1_macs();
-        assert!((2.0 * g.total() / 1e9 - 3.500).abs() < 2e-3 && (2.0 * d.total() / 1e9 - 0.849).abs() < 2e-3);
+        assert!(
+            (2.0 * g.total() / 1e9 - 3.500).abs() < 2e-3
+                && (2.0 * d.total() / 1e9 - 0.849).abs() < 2e-3
+        );
     }
 
     /// Every workload builds and takes finite steps (shapes as in perf.md).
@@ -476,7 +578,12 @@ mod tests {
         for w in [Workload::W1, Workload::W3, Workload::W4] {
             let mut b = Bench::new(w, &Device::Cpu).unwrap();
             let series = b.run(0, 1).unwrap();
-            assert!(series.iter().all(|s| s.step_ms.iter().all(|t| t.is_finite())), "{w:?}");
+            assert!(
+                series
+                    .iter()
+                    .all(|s| s.step_ms.iter().all(|t| t.is_finite())),
+                "{w:?}"
+            );
         }
     }
 }

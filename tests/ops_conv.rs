@@ -1891,7 +1891,13 @@ fn second_order_batch_norm_training() {
         "batch_norm",
         &|a| {
             let y = a[0]
-                .batch_norm(None, Some(&a[1]), Some(&a[2]), true, BatchNormParams::default())
+                .batch_norm(
+                    None,
+                    Some(&a[1]),
+                    Some(&a[2]),
+                    true,
+                    BatchNormParams::default(),
+                )
                 .unwrap();
             // A non-linearity after the norm, so the second derivative is not trivially zero.
             weighted_sum(&y.tanh(), 78)
@@ -1922,7 +1928,10 @@ fn batch_norm_recorded_backward_equals_fused_backward() {
         let recorded = autograd::grad(&[s], None, &[x.clone(), gamma.clone()], true).unwrap();
         for (i, (a, b)) in fused.iter().zip(&recorded).enumerate() {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-            assert!(b.op().is_some(), "the create_graph gradient must be recorded");
+            assert!(
+                b.op().is_some(),
+                "the create_graph gradient must be recorded"
+            );
             common::assert_tensors_close(&format!("{shape:?} input {i}"), b, a, 1e-5, 1e-4);
         }
     }

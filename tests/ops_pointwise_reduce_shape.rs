@@ -2609,7 +2609,11 @@ fn matmul_with_transposed_layouts() {
                 for j in 0..n {
                     let mut s = 0.0;
                     for p in 0..k {
-                        let av = if lt { a[(bi * k + p) * m + i] } else { a[(bi * m + i) * k + p] };
+                        let av = if lt {
+                            a[(bi * k + p) * m + i]
+                        } else {
+                            a[(bi * m + i) * k + p]
+                        };
                         let bv = if rt { w[j * k + p] } else { w[p * n + j] };
                         s += av * bv;
                     }
@@ -2617,7 +2621,13 @@ fn matmul_with_transposed_layouts() {
                 }
             }
         }
-        assert_close(&format!("matmul layout ({lt}, {rt})"), &y.to_vec(), &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("matmul layout ({lt}, {rt})"),
+            &y.to_vec(),
+            &want,
+            1e-5,
+            1e-4,
+        );
         check_gradients(
             &format!("matmul layout ({lt}, {rt}) gradients"),
             &|t| weighted_sum(&t[0].matmul_with(&t[1], layout).unwrap(), 931),

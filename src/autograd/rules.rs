@@ -159,7 +159,9 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
 
         // x_hat = (x - mean) * invstd over the batch: see ops/norm.rs for the derivation.
         Op::BatchNormalize { input, eps, stats } => {
-            vec![Some(crate::ops::norm::batch_normalize_backward(input, out, *eps, stats, g)?)]
+            vec![Some(crate::ops::norm::batch_normalize_backward(
+                input, out, *eps, stats, g,
+            )?)]
         }
 
         // Pooling and upsampling are adjoint up to the factor 4 of the mean.

@@ -86,7 +86,10 @@ impl GaussianMixture {
             }
         }
         ModeCoverage {
-            modes_covered: per_mode.iter().filter(|&&c| c >= MIN_POINTS_PER_MODE).count(),
+            modes_covered: per_mode
+                .iter()
+                .filter(|&&c| c >= MIN_POINTS_PER_MODE)
+                .count(),
             per_mode,
             high_quality: good as f64 / n.max(1) as f64,
         }

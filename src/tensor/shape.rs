@@ -113,20 +113,21 @@ impl Shape {
             } else {
                 rhs.0[i - (rank - rhs.rank())]
             };
-            dims[i] =
-                match (l, r) {
-                    (a, b) if a == b => a,
-                    (1, b) => b,
-                    (a, 1) => a,
-                    _ => return Err(Error::ShapeMismatch {
+            dims[i] = match (l, r) {
+                (a, b) if a == b => a,
+                (1, b) => b,
+                (a, 1) => a,
+                _ => {
+                    return Err(Error::ShapeMismatch {
                         op,
                         lhs: lhs.clone(),
                         rhs: rhs.clone(),
                         hint: format!(
                             "dim {i} from the right-aligned shapes: {l} vs {r} cannot broadcast"
                         ),
-                    }),
-                };
+                    })
+                }
+            };
         }
         Ok(Shape(dims))
     }
