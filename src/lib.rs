@@ -27,6 +27,7 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod gan;
 pub mod io;
 pub mod nn;
 pub mod ops;

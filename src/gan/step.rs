@@ -1,0 +1,585 @@
+//! [`Gan`]: a generator, a discriminator, their optimizers and an optional EMA generator,
+//! with one training step per call, sampling and a complete state dict for bit-identical
+//! resume.
+
+use super::config::{DataShape, GanConfig, ModelKind};
+use super::losses::{discriminator_loss, generator_loss, gradient_penalty, interpolation_weights};
+use super::models::{Architecture, Discriminator, Generator};
+use crate::autograd::no_grad;
+use crate::backend::Device;
+use crate::error::{Error, Result};
+use crate::nn::{clip_parameters, prefixed, Module};
+use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
+use crate::tensor::{Rng, Tensor};
+use std::collections::HashMap;
+
+/// The state-dict key of the step counter.
+pub const STEP_KEY: &str = "gan.step";
+/// Prefixes of the state dict's groups.
+pub const GENERATOR_PREFIX: &str = "generator";
+/// See [`GENERATOR_PREFIX`].
+pub const DISCRIMINATOR_PREFIX: &str = "discriminator";
+/// See [`GENERATOR_PREFIX`].
+pub const GENERATOR_EMA_PREFIX: &str = "generator_ema";
+/// See [`GENERATOR_PREFIX`].
+pub const OPTIMIZER_G_PREFIX: &str = "optimizer_g";
+/// See [`GENERATOR_PREFIX`].
+pub const OPTIMIZER_D_PREFIX: &str = "optimizer_d";
+
+type BoxedOptimizer = Box<dyn Optimizer + Send + Sync>;
+
+/// A GAN being trained: G, D, their optimizers (Adam; RMSprop for `wgan`), the EMA copy of G
+/// when `ema_decay > 0`, and the count of discriminator steps taken.
+///
+/// One [`Gan::train_step`] is one discriminator update; every `n_critic`-th step is also one
+/// generator update:
+///
+/// ```text
+/// z ~ N(0, I);  fake = G(z, y)                                  (y: the batch's labels)
+/// D step:  L_D = loss_D(D(real, y), D(fake.detach(), y)) [+ gp_weight * gp];  D.step()
+///          wgan: clamp every D parameter to [-clip_value, clip_value]
+/// G step (every n_critic-th call):
+///          n_critic == 1: the same `fake` (as pytorch/examples/dcgan), re-scored by the
+///                         updated D;   n_critic > 1: fake = G(z', y) with fresh z'
+///          L_G = loss_G(D(fake, y));  G.step();  G_ema = d * G_ema + (1 - d) * G
+/// ```
+///
+/// Conditional models score the fakes with the real batch's labels, so generated classes
+/// follow the data's class frequencies. Randomness is drawn from the `rng` passed to each
+/// call, in this order: `z`, then the gradient penalty's `eps` (wgan-gp), then `z'`. With the
+/// same `rng` state and a restored [`Gan::state_dict`], the next step is bit-identical.
+pub struct Gan {
+    cfg: GanConfig,
+    shape: DataShape,
+    g: Generator,
+    d: Discriminator,
+    g_ema: Option<Generator>,
+    opt_g: BoxedOptimizer,
+    opt_d: BoxedOptimizer,
+    step: u64,
+}
+
+/// Refuses settings that cannot train, naming the field and a valid range.
+fn validate(cfg: &GanConfig, shape: &DataShape) -> Result<()> {
+    let bad = |msg: String| Err(Error::invalid("config", msg));
+    if cfg.latent_dim == 0 || cfg.ngf == 0 || cfg.ndf == 0 || cfg.hidden == 0 {
+        return bad(format!(
+            "latent_dim ({}), ngf ({}), ndf ({}) and hidden ({}) must all be at least 1",
+            cfg.latent_dim, cfg.ngf, cfg.ndf, cfg.hidden
+        ));
+    }
+    if cfg.n_critic == 0 {
+        return bad("n_critic must be at least 1".into());
+    }
+    for (name, v) in [("lr_g", cfg.lr_g), ("lr_d", cfg.lr_d)] {
+        if !(v.is_finite() && v > 0.0) {
+            return bad(format!("{name} is {v}; it must be a positive number"));
+        }
+    }
+    for (name, v) in [("beta1", cfg.beta1), ("beta2", cfg.beta2)] {
+        if !(0.0..1.0).contains(&v) {
+            return bad(format!("{name} is {v}; it must be in [0, 1)"));
+        }
+    }
+    if !(0.0..1.0).contains(&cfg.label_smoothing) {
+        return bad(format!(
+            "label_smoothing is {}; it must be in [0, 1) (0.1 is typical)",
+            cfg.label_smoothing
+        ));
+    }
+    if cfg.label_smoothing > 0.0 && !cfg.model.supports_label_smoothing() {
+        return bad(format!(
+            "label smoothing applies to the losses with a real target (vanilla, dcgan, cgan, \
+             lsgan), not to {}: set label_smoothing to 0",
+            cfg.model
+        ));
+    }
+    if !(0.0..1.0).contains(&cfg.ema_decay) {
+        return bad(format!(
+            "ema_decay is {}; it must be in [0, 1) (0 turns EMA off; 0.999 is typical)",
+            cfg.ema_decay
+        ));
+    }
+    if cfg.model == ModelKind::Wgan && !(cfg.clip_value.is_finite() && cfg.clip_value > 0.0) {
+        return bad(format!(
+            "clip_value is {}; wgan needs a positive clipping bound (0.01 in the paper)",
+            cfg.clip_value
+        ));
+    }
+    if cfg.model == ModelKind::WganGp && !(cfg.gp_weight.is_finite() && cfg.gp_weight >= 0.0) {
+        return bad(format!(
+            "gp_weight is {}; it must be >= 0 (10 in the paper)",
+            cfg.gp_weight
+        ));
+    }
+    if !shape.points_2d && (shape.channels == 0 || shape.height == 0 || shape.width == 0) {
+        return Err(Error::invalid(
+            "data",
+            format!("the data's images are {shape}: every dim must be at least 1"),
+        ));
+    }
+    if cfg.is_conditional() && shape.num_classes == 0 {
+        let what = if cfg.model == ModelKind::Cgan {
+            "cgan is a conditional model".to_string()
+        } else {
+            format!("--conditional {} is a conditional model", cfg.model)
+        };
+        return Err(Error::invalid(
+            "model",
+            format!(
+                "{what} and needs class labels, but the data ({shape}) has none: use labelled \
+                 data (mnist, fashion-mnist, cifar10, digits, or a folder with one sub-folder \
+                 per class), or an unconditional model (e.g. dcgan, without --conditional)"
+            ),
+        ));
+    }
+    Architecture::choose(cfg.model, shape)?;
+    Ok(())
+}
+
+fn optimizers(
+    cfg: &GanConfig,
+    g: &Generator,
+    d: &Discriminator,
+) -> (BoxedOptimizer, BoxedOptimizer) {
+    if cfg.model == ModelKind::Wgan {
+        let rms = |lr| RmsPropConfig {
+            lr,
+            ..RmsPropConfig::default()
+        };
+        (
+            Box::new(RmsProp::new(g.parameters(), rms(cfg.lr_g))),
+            Box::new(RmsProp::new(d.parameters(), rms(cfg.lr_d))),
+        )
+    } else {
+        let adam = |lr| AdamConfig {
+            lr,
+            betas: (cfg.beta1, cfg.beta2),
+            ..AdamConfig::default()
+        };
+        (
+            Box::new(Adam::new(g.parameters(), adam(cfg.lr_g))),
+            Box::new(Adam::new(d.parameters(), adam(cfg.lr_d))),
+        )
+    }
+}
+
+/// Copies every parameter and buffer of `src` into `dst` (same architecture).
+fn copy_module(dst: &dyn Module, src: &dyn Module) -> Result<()> {
+    let map: HashMap<String, Tensor> = src.state_dict().into_iter().collect();
+    dst.load_state_dict(&map, true)
+}
+
+/// The entries of `tensors` under `prefix.`, with the prefix removed.
+fn sub_map(tensors: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    let p = format!("{prefix}.");
+    tensors
+        .iter()
+        .filter_map(|(k, t)| k.strip_prefix(&p).map(|rest| (rest.to_string(), t.clone())))
+        .collect()
+}
+
+/// Fresh copies of every tensor (a snapshot that later updates do not change).
+fn deep_copy(named: Vec<(String, Tensor)>) -> Result<HashMap<String, Tensor>> {
+    named
+        .into_iter()
+        .map(|(k, t)| {
+            Ok((
+                k,
+                Tensor::from_vec_on(t.to_vec(), t.shape().clone(), &t.device())?,
+            ))
+        })
+        .collect()
+}
+
+/// Adds what to check to a state-dict error of one group.
+fn in_group(group: &str, e: Error) -> Error {
+    match e {
+        Error::StateDict(msg) => Error::StateDict(format!(
+            "{group}: {msg} (was the checkpoint written with another model, width \
+             (ngf/ndf/hidden/latent_dim), data shape or number of classes?)"
+        )),
+        other => other,
+    }
+}
+
+/// `Err` naming the non-finite loss, before it reaches any weight.
+fn check_finite(name: &str, v: f32, step: u64, hint: &str) -> Result<()> {
+    if v.is_finite() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "train_step",
+        format!(
+            "{name} is {v} at step {}: training diverged, and this update was not applied. \
+             {hint}",
+            step + 1
+        ),
+    ))
+}
+
+impl Gan {
+    /// Builds G and D (and their optimizers, and the EMA copy of G when `ema_decay > 0`) for
+    /// the data. A model that does not fit the data is refused here, before any training,
+    /// with an error saying what to change: a convolutional family on images that are not
+    /// 28x28, 32x32 or 64x64, a conditional model on unlabelled data, an invalid
+    /// hyper-parameter. The EMA copy is made without drawing from `rng`.
+    pub fn new(cfg: &GanConfig, shape: &DataShape, rng: &mut Rng, dev: &Device) -> Result<Gan> {
+        validate(cfg, shape)?;
+        let g = Generator::new(cfg, shape, rng, dev)?;
+        let d = Discriminator::new(cfg, shape, rng, dev)?;
+        let g_ema = if cfg.ema_decay > 0.0 {
+            let ema = Generator::new(cfg, shape, &mut Rng::new(0), dev)?;
+            copy_module(&ema, &g)?;
+            ema.set_training(false);
+            Some(ema)
+        } else {
+            None
+        };
+        let (opt_g, opt_d) = optimizers(cfg, &g, &d);
+        Ok(Gan {
+            cfg: cfg.clone(),
+            shape: *shape,
+            g,
+            d,
+            g_ema,
+            opt_g,
+            opt_d,
+            step: 0,
+        })
+    }
+
+    /// One discriminator update on the batch `real` (`[N, C, H, W]` or `[N, 2]`, the shape
+    /// the model was built for; `labels` required by conditional models, ignored otherwise),
+    /// and on every `n_critic`-th call one generator update. Returns named scalars for
+    /// logging, in this order: `loss_d`, `loss_g` (only when G was updated), `d_real` and
+    /// `d_fake` (mean D output on the real and fake batch; for the BCE families the mean
+    /// probability `sigmoid(D)`, for the others the raw score), and `gp` (wgan-gp, before
+    /// weighting).
+    ///
+    /// A non-finite loss is an error, returned before that loss updates any weight.
+    pub fn train_step(
+        &mut self,
+        real: &Tensor,
+        labels: Option<&[usize]>,
+        rng: &mut Rng,
+    ) -> Result<Vec<(String, f32)>> {
+        let want = self.shape.sample_dims();
+        if real.rank() != want.len() + 1 || real.dims()[1..] != want[..] || real.dims()[0] == 0 {
+            let mut full = vec![0usize];
+            full.extend(&want);
+            return Err(Error::bad_shape(
+                "train_step",
+                real.shape(),
+                format!(
+                    "the model was built for {} (batches of shape [N, {}]); rebuild it for this \
+                     data (channels, image size) or convert the data",
+                    self.shape,
+                    want.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let n = real.dims()[0];
+        let labels = if self.cfg.is_conditional() {
+            labels
+        } else {
+            None
+        };
+        let model = self.cfg.model;
+        let n_critic = self.cfg.n_critic;
+        let update_g = (self.step + 1).is_multiple_of(n_critic as u64);
+        let reuse_fake = n_critic == 1;
+        let dev = real.device();
+        let latent = self.g.latent_dim();
+
+        // ---- D step ----
+        let z = Tensor::randn(0.0, 1.0, [n, latent], rng, &dev);
+        let fake = if reuse_fake {
+            self.g.forward_with_labels(&z, labels)?
+        } else {
+            let _ng = no_grad();
+            self.g.forward_with_labels(&z, labels)?
+        };
+        self.opt_d.zero_grad();
+        let d_real = self.d.forward_with_labels(real, labels)?;
+        let d_fake = self.d.forward_with_labels(&fake.detach(), labels)?;
+        let mut loss_d = discriminator_loss(model, &d_real, &d_fake, self.cfg.label_smoothing)?;
+        let mut gp_value = None;
+        if model == ModelKind::WganGp {
+            let eps = interpolation_weights(n, rng);
+            let gp = gradient_penalty(&self.d, real, &fake, labels, &eps)?;
+            gp_value = Some(gp.to_scalar()?);
+            loss_d = loss_d.add(&gp.mul_scalar(self.cfg.gp_weight))?;
+        }
+        let loss_d_value = loss_d.to_scalar()?;
+        let (d_real_value, d_fake_value) = {
+            let _ng = no_grad();
+            let report = |t: &Tensor| -> Result<f32> {
+                let t = if model.uses_bce() {
+                    t.sigmoid()
+                } else {
+                    t.clone()
+                };
+                t.mean_all()?.to_scalar()
+            };
+            (report(&d_real)?, report(&d_fake)?)
+        };
+        check_finite(
+            "loss_d",
+            loss_d_value,
+            self.step,
+            "Lower lr_d (and lr_g), or check the data for NaN/inf values.",
+        )?;
+        loss_d.backward()?;
+        drop((loss_d, d_real, d_fake));
+        self.opt_d.step()?;
+        self.opt_d.zero_grad();
+        if model == ModelKind::Wgan {
+            clip_parameters(&self.d.parameters(), self.cfg.clip_value)?;
+        }
+
+        let mut out = vec![("loss_d".to_string(), loss_d_value)];
+
+        // ---- G step ----
+        if update_g {
+            let fake = if reuse_fake {
+                fake
+            } else {
+                let z = Tensor::randn(0.0, 1.0, [n, latent], rng, &dev);
+                self.g.forward_with_labels(&z, labels)?
+            };
+            self.opt_g.zero_grad();
+            let loss_g = generator_loss(model, &self.d.forward_with_labels(&fake, labels)?)?;
+            let loss_g_value = loss_g.to_scalar()?;
+            check_finite("loss_g", loss_g_value, self.step, "Lower lr_g (and lr_d).")?;
+            loss_g.backward()?;
+            drop(loss_g);
+            self.opt_g.step()?;
+            self.opt_g.zero_grad();
+            // The backward pass through D left gradients on D's parameters: not needed.
+            self.opt_d.zero_grad();
+            self.update_ema()?;
+            out.push(("loss_g".to_string(), loss_g_value));
+        }
+        out.push(("d_real".to_string(), d_real_value));
+        out.push(("d_fake".to_string(), d_fake_value));
+        if let Some(gp) = gp_value {
+            out.push(("gp".to_string(), gp));
+        }
+        self.step += 1;
+        Ok(out)
+    }
+
+    /// `G_ema = decay * G_ema + (1 - decay) * G` for every parameter (elementwise, f32);
+    /// buffers (batch-norm running statistics) are copied from G.
+    fn update_ema(&self) -> Result<()> {
+        let Some(ema) = &self.g_ema else {
+            return Ok(());
+        };
+        let decay = self.cfg.ema_decay;
+        for ((ne, e), (ng, g)) in ema.named_parameters().iter().zip(self.g.named_parameters()) {
+            debug_assert_eq!(ne, &ng);
+            let src = g.to_vec();
+            e.write_storage(|s| {
+                for (e, g) in s.as_cpu_mut().iter_mut().zip(&src) {
+                    *e = decay * *e + (1.0 - decay) * g;
+                }
+            })?;
+        }
+        for ((_, e), (_, g)) in ema.named_buffers().iter().zip(self.g.named_buffers()) {
+            let src = g.to_vec();
+            e.write_storage(|s| s.as_cpu_mut().copy_from_slice(&src))?;
+        }
+        Ok(())
+    }
+
+    /// `G(z, y)` in eval mode without recording a graph (see [`Generator::generate`]), from
+    /// the EMA weights when `use_ema` and EMA is on. `z` is `[N, latent_dim]`; the result is
+    /// images in `[-1, 1]`, `[N, C, H, W]`, or points `[N, 2]`.
+    pub fn generate(&self, z: &Tensor, labels: Option<&[usize]>, use_ema: bool) -> Result<Tensor> {
+        match (&self.g_ema, use_ema) {
+            (Some(ema), true) => ema.generate(z, labels),
+            _ => self.g.generate(z, labels),
+        }
+    }
+
+    /// Size of the noise vector.
+    pub fn latent_dim(&self) -> usize {
+        self.g.latent_dim()
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &GanConfig {
+        &self.cfg
+    }
+
+    /// The data shape it was built for.
+    pub fn data_shape(&self) -> &DataShape {
+        &self.shape
+    }
+
+    /// Discriminator steps taken (calls of [`Gan::train_step`] that succeeded).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The generator being trained.
+    pub fn generator(&self) -> &Generator {
+        &self.g
+    }
+
+    /// The discriminator (critic).
+    pub fn discriminator(&self) -> &Discriminator {
+        &self.d
+    }
+
+    /// The EMA generator, when `ema_decay > 0`.
+    pub fn generator_ema(&self) -> Option<&Generator> {
+        self.g_ema.as_ref()
+    }
+
+    /// Everything needed to resume bit-identically (with the caller's RNG state):
+    /// `generator.<name>` and `discriminator.<name>` (PyTorch `state_dict` names, e.g.
+    /// `generator.main.0.weight`, `discriminator.main.3.running_mean`), `generator_ema.<name>`
+    /// when EMA is on, `optimizer_g.state.<i>.<name>` and `optimizer_d.state.<i>.<name>`
+    /// (PyTorch optimizer state names), and [`STEP_KEY`] (`gan.step`), the step count as a
+    /// 0-dim f32 (exact up to 2^24 = 16,777,216 steps).
+    ///
+    /// The tensors are the live handles (shared data, like [`Module::state_dict`]) except
+    /// the step: write them out before the next step, or copy them.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut all = prefixed(GENERATOR_PREFIX, self.g.state_dict());
+        all.extend(prefixed(DISCRIMINATOR_PREFIX, self.d.state_dict()));
+        if let Some(ema) = &self.g_ema {
+            all.extend(prefixed(GENERATOR_EMA_PREFIX, ema.state_dict()));
+        }
+        all.extend(prefixed(OPTIMIZER_G_PREFIX, self.opt_g.state_dict()));
+        all.extend(prefixed(OPTIMIZER_D_PREFIX, self.opt_d.state_dict()));
+        all.push((STEP_KEY.to_string(), Tensor::scalar(self.step as f32)));
+        all
+    }
+
+    /// Restores a [`Gan::state_dict`] (copied in). Strict: a missing or unknown key, or a
+    /// shape mismatch, is an error that names the key (and both shapes), and on any error
+    /// nothing is changed. When EMA is on but the tensors have no `generator_ema.*`, the EMA
+    /// starts from the loaded generator; `generator_ema.*` is ignored when EMA is off.
+    pub fn load_state_dict(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        let known = [
+            GENERATOR_PREFIX,
+            DISCRIMINATOR_PREFIX,
+            GENERATOR_EMA_PREFIX,
+            OPTIMIZER_G_PREFIX,
+            OPTIMIZER_D_PREFIX,
+        ];
+        let mut unknown: Vec<&String> = tensors
+            .keys()
+            .filter(|k| {
+                k.as_str() != STEP_KEY && !known.iter().any(|p| k.starts_with(&format!("{p}.")))
+            })
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            return Err(Error::StateDict(format!(
+                "unexpected keys: {}",
+                unknown
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let step = match tensors.get(STEP_KEY) {
+            None => {
+                return Err(Error::StateDict(format!(
+                    "missing key {STEP_KEY} (the step count)"
+                )))
+            }
+            Some(t) => {
+                let v = if t.elem_count() == 1 {
+                    t.to_vec()[0]
+                } else {
+                    f32::NAN
+                };
+                if !(v >= 0.0 && v.fract() == 0.0) {
+                    return Err(Error::StateDict(format!(
+                        "{STEP_KEY} must be one non-negative integer, got shape {:?} value {v}",
+                        t.shape()
+                    )));
+                }
+                v as u64
+            }
+        };
+        // Snapshot, so a failure half-way restores everything.
+        let backup = deep_copy(self.state_dict())?;
+        match self.load_groups(tensors) {
+            Ok(()) => {
+                self.step = step;
+                Ok(())
+            }
+            Err(e) => {
+                self.load_groups(&backup)
+                    .expect("restoring the snapshot of this model's own state");
+                Err(e)
+            }
+        }
+    }
+
+    fn load_groups(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.g
+            .load_state_dict(&sub_map(tensors, GENERATOR_PREFIX), true)
+            .map_err(|e| in_group(GENERATOR_PREFIX, e))?;
+        self.d
+            .load_state_dict(&sub_map(tensors, DISCRIMINATOR_PREFIX), true)
+            .map_err(|e| in_group(DISCRIMINATOR_PREFIX, e))?;
+        if let Some(ema) = &self.g_ema {
+            let m = sub_map(tensors, GENERATOR_EMA_PREFIX);
+            if m.is_empty() {
+                copy_module(ema, &self.g)?;
+            } else {
+                ema.load_state_dict(&m, true)
+                    .map_err(|e| in_group(GENERATOR_EMA_PREFIX, e))?;
+            }
+        }
+        self.opt_g
+            .load_state_dict(&sub_map(tensors, OPTIMIZER_G_PREFIX))
+            .map_err(|e| in_group(OPTIMIZER_G_PREFIX, e))?;
+        self.opt_d
+            .load_state_dict(&sub_map(tensors, OPTIMIZER_D_PREFIX))
+            .map_err(|e| in_group(OPTIMIZER_D_PREFIX, e))?;
+        Ok(())
+    }
+
+    /// Just the generator, for sampling from a checkpoint (`ganforge sample`): built from
+    /// `cfg` and `shape` (which must be those of the run) and loaded from the
+    /// `generator_ema.*` tensors when `use_ema` and they are present, else from
+    /// `generator.*`. Strict (missing, unknown or mis-shaped keys are errors). The result is
+    /// in eval mode.
+    pub fn generator_from(
+        cfg: &GanConfig,
+        shape: &DataShape,
+        tensors: &HashMap<String, Tensor>,
+        use_ema: bool,
+        dev: &Device,
+    ) -> Result<Generator> {
+        validate(cfg, shape)?;
+        let g = Generator::new(cfg, shape, &mut Rng::new(0), dev)?;
+        let ema = sub_map(tensors, GENERATOR_EMA_PREFIX);
+        let (prefix, map) = if use_ema && !ema.is_empty() {
+            (GENERATOR_EMA_PREFIX, ema)
+        } else {
+            (GENERATOR_PREFIX, sub_map(tensors, GENERATOR_PREFIX))
+        };
+        if map.is_empty() {
+            return Err(Error::StateDict(format!(
+                "no generator weights: the checkpoint has no `{prefix}.*` tensors"
+            )));
+        }
+        g.load_state_dict(&map, true)
+            .map_err(|e| in_group(prefix, e))?;
+        g.set_training(false);
+        Ok(g)
+    }
+}
