@@ -464,6 +464,7 @@ mod tests {
     }
 
     /// The reference: a naive triple loop in f64.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         m: usize,
         n: usize,
