@@ -542,6 +542,41 @@ impl Bench {
     }
 }
 
+/// The lines a run prints: per-step times and `RESULT ganforge <name> <device> median_ms X`
+/// for each series (the form of the PyTorch reference script), then a Markdown table with
+/// GFLOP/s and the share of the 190 GFLOP/s ceiling.
+pub fn report(series: &[Series], device: &str) -> String {
+    let mut out = String::new();
+    for s in series {
+        let per_step: Vec<String> = s.step_ms.iter().map(|t| format!("{t:.1}")).collect();
+        out += &format!(
+            "ganforge {} per-step ms: [{}]\n",
+            s.name,
+            per_step.join(", ")
+        );
+        out += &format!(
+            "RESULT ganforge {} {device} median_ms {:.2}\n",
+            s.name,
+            s.median_ms()
+        );
+    }
+    out += &format!(
+        "\n| workload | median ms/step | GFLOP/step | GFLOP/s | % of {CEILING_GFLOPS} GFLOP/s |\n"
+    );
+    out += "|---|---|---|---|---|\n";
+    for s in series {
+        out += &format!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.0}% |\n",
+            s.name,
+            s.median_ms(),
+            s.flops / 1e9,
+            s.gflops(),
+            100.0 * s.gflops() / CEILING_GFLOPS
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time training steps of the reference workloads W1-W4 (../shared/anchors/perf.md) on
+    /// random data; prints per-step times and `RESULT ganforge <workload> <device> median_ms X`
+    /// lines, the form of the PyTorch reference script, so the two can be run alternately.
+    Bench(BenchArgs),
     /// Train a GAN and keep everything in a run folder: resolved config, sample grids from fixed
     /// noise, loss curves, a per-step metrics log and a checkpoint that --resume continues
     /// bit-identically. With no flags: DCGAN on the built-in digits.
@@ -285,6 +289,7 @@ fn main() {
         Command::Train(args) => train(&args),
         Command::Sample(args) => sample(&args),
         Command::Demo(args) => demo(&args).map_err(TrainError::from),
+        Command::Bench(args) => bench(&args).map_err(TrainError::from),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -622,4 +627,47 @@ fn ascii_scatter(points: &[f32], mixture: &GaussianMixture) -> String {
         "-".repeat(cols)
     ));
     out
+}
+
+/// Which device a benchmark runs on.
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchDevice {
+    /// The CPU kernels (rayon; set RAYON_NUM_THREADS to match a reference's thread count).
+    Cpu,
+    /// The GPU backend (not built yet: an error).
+    Gpu,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Workload(s) to run: w1 dcgan-mnist, w2 dcgan-64, w3 mlp-gan-mnist, w4 wgan-gp-mnist
+    /// (critic and generator steps timed separately).
+    #[arg(long, value_enum, num_args = 1.., default_values = ["w1"])]
+    workload: Vec<ganforge::bench::Workload>,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: BenchDevice,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+fn bench(args: &BenchArgs) -> ganforge::Result<()> {
+    if let BenchDevice::Gpu = args.device {
+        return Err(ganforge::Error::invalid(
+            "bench",
+            "the GPU backend is not built yet (issue 4); use --device cpu",
+        ));
+    }
+    println!("device: cpu, {} threads", rayon::current_num_threads());
+    let mut series = Vec::new();
+    for &w in &args.workload {
+        let mut b = ganforge::bench::Bench::new(w, &Device::Cpu)?;
+        series.extend(b.run(args.warmup, args.steps)?);
+    }
+    print!("{}", ganforge::bench::report(&series, "cpu"));
+    Ok(())
 }
