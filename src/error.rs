@@ -66,10 +66,49 @@ pub enum Error {
     /// wrong format. `path` names the file (or folder) and `msg` the problem.
     #[error("{path}: {msg}")]
     Data { path: String, msg: String },
+    /// No GPU could be used: wgpu found no adapter, or the device could not be created. The
+    /// message is wgpu's reason (which backends it tried and why each failed).
+    #[error("gpu: no usable GPU adapter: {0}")]
+    GpuUnavailable(String),
+    /// The GPU backend failed while running `op`: a wgpu validation error (an engine bug), an
+    /// out-of-memory error, a shape the kernel cannot take, or a failed readback.
+    #[error("{op}: gpu {kind}: {msg}")]
+    Gpu {
+        op: &'static str,
+        kind: GpuErrorKind,
+        msg: String,
+    },
+    /// An op that has no kernel on this device (yet).
+    #[error("{op}: not implemented on {device}")]
+    Unsupported { op: &'static str, device: String },
     /// An output file (image grid, plot, checkpoint, metrics log) that could not be written
     /// or read back: `path` names the file and `msg` the problem.
     #[error("{path}: {msg}")]
     Output { path: String, msg: String },
+}
+
+/// What kind of GPU failure an [`Error::Gpu`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuErrorKind {
+    /// wgpu rejected a command (a bug in a kernel or in how the engine called it).
+    Validation,
+    /// The GPU ran out of memory (or a tensor exceeds the adapter's largest binding).
+    OutOfMemory,
+    /// A shape or size the GPU kernel cannot take.
+    Unsupported,
+    /// Anything else wgpu or the driver reported (device lost, a failed readback).
+    Internal,
+}
+
+impl std::fmt::Display for GpuErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GpuErrorKind::Validation => "validation error",
+            GpuErrorKind::OutOfMemory => "out of memory",
+            GpuErrorKind::Unsupported => "unsupported",
+            GpuErrorKind::Internal => "internal error",
+        })
+    }
 }
 
 fn hint_suffix(hint: &str) -> String {
@@ -108,6 +147,19 @@ impl Error {
         Error::Data {
             path: path.as_ref().display().to_string(),
             msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::DeviceMismatch`] between two storages' devices.
+    pub fn device_mismatch(
+        op: &'static str,
+        lhs: &crate::backend::Storage,
+        rhs: &crate::backend::Storage,
+    ) -> Self {
+        Error::DeviceMismatch {
+            op,
+            lhs: lhs.device().name(),
+            rhs: rhs.device().name(),
         }
     }
 

@@ -4,13 +4,13 @@
 //! arm returns the gradient with respect to each input (in `Op::inputs` order; `None` where an
 //! input gets nothing). Every rule is written with differentiable tensor ops, so when the
 //! backward pass is recorded (`create_graph`), these gradients can be differentiated again.
-//! Masks and signs (`map_constant`) are constants: their own derivative is zero almost
+//! Masks and signs ([`Tensor::mask`]) are constants: their own derivative is zero almost
 //! everywhere.
 
 use crate::error::Result;
 use crate::ops::conv2d::{conv2d_backward, conv2d_weight_grad_backward};
 use crate::ops::conv_transpose2d::conv_transpose2d_backward;
-use crate::ops::{BinaryOp, Op, UnaryOp};
+use crate::ops::{BinaryOp, MaskOp, Op, UnaryOp};
 use crate::tensor::Tensor;
 
 pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -36,18 +36,14 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
                 UnaryOp::Exp => g.mul(y)?,                     // e^x
                 UnaryOp::Log => g.div(x)?,                     // 1/x
                 UnaryOp::Sqrt => g.div(&y.mul_scalar(2.0))?,   // 1/(2 sqrt x)
-                UnaryOp::Abs => g.mul(&x.map_constant(sign))?, // sign(x)
+                UnaryOp::Abs => g.mul(&x.mask(MaskOp::Sign))?, // sign(x)
                 UnaryOp::Tanh => g.mul(&y.sqr()?.affine(-1.0, 1.0))?, // 1 - tanh^2
                 UnaryOp::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0))?)?, // s (1 - s)
-                UnaryOp::Relu => g.mul(&x.map_constant(|v| (v > 0.0) as u8 as f32))?,
-                UnaryOp::LeakyRelu(slope) => {
-                    g.mul(&x.map_constant(move |v| if v > 0.0 { 1.0 } else { slope }))?
-                }
+                UnaryOp::Relu => g.mul(&x.mask(MaskOp::Relu))?,
+                UnaryOp::LeakyRelu(slope) => g.mul(&x.mask(MaskOp::LeakySlope(slope)))?,
                 UnaryOp::Softplus => g.mul(&x.sigmoid())?, // sigmoid(x)
                 UnaryOp::Powf(p) => g.mul(&x.powf(p - 1.0).mul_scalar(p))?, // p x^(p-1)
-                UnaryOp::Clamp { min, max } => {
-                    g.mul(&x.map_constant(move |v| (v >= min && v <= max) as u8 as f32))?
-                }
+                UnaryOp::Clamp { min, max } => g.mul(&x.mask(MaskOp::Clamp { min, max }))?,
                 UnaryOp::Affine { mul, .. } => g.mul_scalar(mul),
             };
             vec![Some(dx)]
@@ -171,15 +167,4 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
         }
         Op::UpsampleNearest2x { .. } => vec![Some(g.avg_pool2x2()?.mul_scalar(4.0))],
     })
-}
-
-/// -1, 0 or 1 (PyTorch's `sign`, so `abs` has gradient 0 at 0).
-fn sign(v: f32) -> f32 {
-    if v > 0.0 {
-        1.0
-    } else if v < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
 }

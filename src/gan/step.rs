@@ -382,16 +382,10 @@ impl Gan {
         let decay = self.cfg.ema_decay;
         for ((ne, e), (ng, g)) in ema.named_parameters().iter().zip(self.g.named_parameters()) {
             debug_assert_eq!(ne, &ng);
-            let src = g.to_vec();
-            e.write_storage(|s| {
-                for (e, g) in s.as_cpu_mut().iter_mut().zip(&src) {
-                    *e = decay * *e + (1.0 - decay) * g;
-                }
-            })?;
+            e.axpby_in_place(decay, &g, 1.0 - decay, 1.0)?;
         }
         for ((_, e), (_, g)) in ema.named_buffers().iter().zip(self.g.named_buffers()) {
-            let src = g.to_vec();
-            e.write_storage(|s| s.as_cpu_mut().copy_from_slice(&src))?;
+            e.copy_from(&g)?;
         }
         Ok(())
     }

@@ -76,8 +76,7 @@ impl Module for BatchNorm {
             self.params,
         )?;
         if training {
-            self.num_batches_tracked
-                .write_storage(|s| s.as_cpu_mut()[0] += 1.0)?;
+            self.num_batches_tracked.affine_in_place(1.0, 1.0)?;
         }
         Ok(y)
     }

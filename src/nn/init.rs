@@ -21,27 +21,23 @@ pub fn default_bound(fan_in: usize) -> f32 {
     }
 }
 
-/// Overwrites `t` with samples of `U(lo, hi)`.
+/// Overwrites `t` with samples of `U(lo, hi)` (drawn on the host, in order, on any device).
 pub fn uniform_(t: &Tensor, lo: f32, hi: f32, rng: &mut Rng) -> Result<()> {
-    t.write_storage(|s| {
-        for v in s.as_cpu_mut() {
-            *v = rng.uniform(lo, hi);
-        }
-    })
+    let data: Vec<f32> = (0..t.elem_count()).map(|_| rng.uniform(lo, hi)).collect();
+    t.write_from_slice(&data)
 }
 
-/// Overwrites `t` with samples of `N(mean, std^2)`.
+/// Overwrites `t` with samples of `N(mean, std^2)` (drawn on the host, in order).
 pub fn normal_(t: &Tensor, mean: f32, std: f32, rng: &mut Rng) -> Result<()> {
-    t.write_storage(|s| {
-        for v in s.as_cpu_mut() {
-            *v = mean + std * rng.normal();
-        }
-    })
+    let data: Vec<f32> = (0..t.elem_count())
+        .map(|_| mean + std * rng.normal())
+        .collect();
+    t.write_from_slice(&data)
 }
 
 /// Overwrites `t` with `value`.
 pub fn constant_(t: &Tensor, value: f32) -> Result<()> {
-    t.write_storage(|s| s.as_cpu_mut().fill(value))
+    t.fill_in_place(value)
 }
 
 /// DCGAN initialisation (Radford et al. 2015; PyTorch DCGAN example's `weights_init`):

@@ -119,9 +119,8 @@ pub trait Module: Send + Sync {
             return Err(Error::StateDict(problems.join("; ")));
         }
         for (dst, src) in copies {
-            // Read first, then write: `src` may share storage with `dst`.
-            let data = src.to_vec();
-            dst.write_storage(|s| s.as_cpu_mut().copy_from_slice(&data))?;
+            // A buffer copy on one GPU, through the host across devices.
+            dst.copy_from(src)?;
         }
         Ok(())
     }
@@ -170,11 +169,7 @@ pub fn clip_parameters(params: &[Tensor], c: f32) -> Result<()> {
         ));
     }
     for p in params {
-        p.write_storage(|s| {
-            for w in s.as_cpu_mut() {
-                *w = w.clamp(-c, c);
-            }
-        })?;
+        p.clamp_in_place(-c, c)?;
     }
     Ok(())
 }

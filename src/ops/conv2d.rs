@@ -12,15 +12,108 @@
 //! - `dw = conv2d_weight_grad(x, g)` (this file).
 //!
 //! Bias is not part of the op: it is a broadcast add of a `[1, C_out, 1, 1]` view.
+//!
+//! GPU kernels: `shaders/conv2d.wgsl`, both as implicit GEMMs (the matmul tiling, with each
+//! tile load computing its input pixel; no im2col buffer exists on the GPU).
 
 use super::conv_transpose2d::ConvTranspose2dParams;
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::cpu::{pool, swap_outer_dims};
-use crate::backend::Storage;
+use crate::backend::gpu::params::ConvParams;
+use crate::backend::gpu::{Access, KernelSpec, Shader};
+use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
+
+static CONV2D_WGSL: Shader = Shader {
+    name: "conv2d",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+};
+const CONV2D_FORWARD: KernelSpec = KernelSpec {
+    shader: &CONV2D_WGSL,
+    entry: "conv2d_forward",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+const CONV2D_WEIGHT_GRAD: KernelSpec = KernelSpec {
+    shader: &CONV2D_WGSL,
+    entry: "conv2d_weight_grad",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+/// Rows and columns of the implicit GEMM per workgroup (as in `matmul.wgsl`).
+pub(crate) const GEMM_TILE: usize = 64;
+
+/// conv2d on the GPU: GEMM `[C_out, C_in*KH*KW] x [C_in*KH*KW, N*OH*OW]`, dispatched as
+/// `(ceil(N*OH*OW / 64), ceil(C_out / 64))` workgroups.
+fn conv2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let (m, n) = (geo.c_out as usize, (geo.n * geo.oh * geo.ow) as usize);
+    let out = dev.alloc("conv2d", m * n);
+    dev.dispatch(
+        "conv2d",
+        &CONV2D_FORWARD,
+        &[],
+        &geo,
+        &[w, x, &out],
+        [
+            n.div_ceil(GEMM_TILE) as u32,
+            m.div_ceil(GEMM_TILE) as u32,
+            1,
+        ],
+    );
+    dev.check("conv2d")?;
+    Ok(out)
+}
+
+/// conv2d's weight gradient on the GPU: GEMM `[C_out, N*OH*OW] x [N*OH*OW, C_in*KH*KW]`.
+fn conv2d_weight_grad_gpu(x: &GpuBuffer, gy: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let (m, n) = (geo.c_out as usize, (geo.c_in * geo.kh * geo.kw) as usize);
+    let out = dev.alloc("conv2d_weight_grad", m * n);
+    dev.dispatch(
+        "conv2d_weight_grad",
+        &CONV2D_WEIGHT_GRAD,
+        &[],
+        &geo,
+        &[gy, x, &out],
+        [
+            n.div_ceil(GEMM_TILE) as u32,
+            m.div_ceil(GEMM_TILE) as u32,
+            1,
+        ],
+    );
+    dev.check("conv2d_weight_grad")?;
+    Ok(out)
+}
+
+/// The geometry block shared by the convolution kernels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_geometry(
+    (n, c_in, h, w): (usize, usize, usize, usize),
+    c_out: usize,
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: usize,
+    (oh, ow): (usize, usize),
+) -> ConvParams {
+    ConvParams {
+        n: n as u32,
+        c_in: c_in as u32,
+        h: h as u32,
+        w: w as u32,
+        c_out: c_out as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride: stride as u32,
+        padding: padding as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        pad0: 0,
+    }
+}
 
 /// Stride and zero padding of a convolution (the same on both axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -314,13 +407,31 @@ impl Tensor {
                 ),
             });
         };
-        let data = match (&*self.storage(), &*weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                conv2d_cpu_gemm(x, (n, ci, h, w), wt, (co, ci, kh, kw), params, oh, ow)
+        let storage = match (&*self.storage(), &*weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => Storage::Cpu(conv2d_cpu_gemm(
+                x,
+                (n, ci, h, w),
+                wt,
+                (co, ci, kh, kw),
+                params,
+                oh,
+                ow,
+            )),
+            (Storage::Gpu(x), Storage::Gpu(wt)) => {
+                let geo = conv_geometry(
+                    (n, ci, h, w),
+                    co,
+                    (kh, kw),
+                    params.stride,
+                    params.padding,
+                    (oh, ow),
+                );
+                Storage::Gpu(conv2d_gpu(x, wt, geo)?)
             }
+            (a, b) => return Err(Error::device_mismatch("conv2d", a, b)),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from([n, co, oh, ow]),
             Op::Conv2d {
                 input: self.clone(),
@@ -376,13 +487,29 @@ impl Tensor {
                 ),
             });
         }
-        let data = match (&*self.storage(), &*grad_output.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(g)) => {
-                conv2d_weight_grad_cpu_gemm(x, (n, ci, h, w), g, (n, co, oh, ow), params)
+        let storage = match (&*self.storage(), &*grad_output.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(g)) => Storage::Cpu(conv2d_weight_grad_cpu_gemm(
+                x,
+                (n, ci, h, w),
+                g,
+                (n, co, oh, ow),
+                params,
+            )),
+            (Storage::Gpu(x), Storage::Gpu(g)) => {
+                let geo = conv_geometry(
+                    (n, ci, h, w),
+                    co,
+                    (params.kernel_h, params.kernel_w),
+                    params.conv.stride,
+                    params.conv.padding,
+                    (oh, ow),
+                );
+                Storage::Gpu(conv2d_weight_grad_gpu(x, g, geo)?)
             }
+            (a, b) => return Err(Error::device_mismatch("conv2d_weight_grad", a, b)),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from([co, ci, params.kernel_h, params.kernel_w]),
             Op::Conv2dWeightGrad {
                 input: self.clone(),

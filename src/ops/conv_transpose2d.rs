@@ -12,15 +12,53 @@
 //!   extra rows it adds are exactly the ones conv2d's floor division ignores.
 //! - `dw = conv2d_weight_grad(g, x)`: with the roles of input and output swapped, conv2d's
 //!   weight gradient `[C_out', C_in', ..]` is `[C_in, C_out, ..]` here, the transposed layout.
+//!
+//! GPU kernel: `shaders/conv_transpose2d.wgsl`, an implicit GEMM in gather form (each output
+//! pixel collects the input pixels the scatter form would send it).
 
-use super::conv2d::{valid_range, Conv2dParams, Conv2dWeightGradParams};
+use super::conv2d::{conv_geometry, valid_range, Conv2dParams, Conv2dWeightGradParams, GEMM_TILE};
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::cpu::{pool, swap_outer_dims};
-use crate::backend::Storage;
+use crate::backend::gpu::params::ConvParams;
+use crate::backend::gpu::{Access, KernelSpec, Shader};
+use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
+
+static CONV_TRANSPOSE2D_WGSL: Shader = Shader {
+    name: "conv_transpose2d",
+    source: include_str!("../../shaders/conv_transpose2d.wgsl"),
+};
+const CONV_TRANSPOSE2D_FORWARD: KernelSpec = KernelSpec {
+    shader: &CONV_TRANSPOSE2D_WGSL,
+    entry: "conv_transpose2d_forward",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+
+/// conv_transpose2d on the GPU: GEMM `[C_out, C_in*KH*KW] x [C_in*KH*KW, N*OH*OW]` (the
+/// column matrix gathered on the fly), `(ceil(N*OH*OW / 64), ceil(C_out / 64))` workgroups.
+fn conv_transpose2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let (m, n) = (geo.c_out as usize, (geo.n * geo.oh * geo.ow) as usize);
+    let out = dev.alloc("conv_transpose2d", m * n);
+    dev.dispatch(
+        "conv_transpose2d",
+        &CONV_TRANSPOSE2D_FORWARD,
+        &[],
+        &geo,
+        &[w, x, &out],
+        [
+            n.div_ceil(GEMM_TILE) as u32,
+            m.div_ceil(GEMM_TILE) as u32,
+            1,
+        ],
+    );
+    dev.check("conv_transpose2d")?;
+    Ok(out)
+}
 
 /// Stride, padding and output padding of a transposed convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -228,13 +266,31 @@ impl Tensor {
                 hint: format!("padding {} leaves no output", params.padding),
             });
         };
-        let data = match (&*self.storage(), &*weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                conv_transpose2d_cpu_gemm(x, (n, ci, h, w), wt, (ci, co, kh, kw), params, oh, ow)
+        let storage = match (&*self.storage(), &*weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => Storage::Cpu(conv_transpose2d_cpu_gemm(
+                x,
+                (n, ci, h, w),
+                wt,
+                (ci, co, kh, kw),
+                params,
+                oh,
+                ow,
+            )),
+            (Storage::Gpu(x), Storage::Gpu(wt)) => {
+                let geo = conv_geometry(
+                    (n, ci, h, w),
+                    co,
+                    (kh, kw),
+                    params.stride,
+                    params.padding,
+                    (oh, ow),
+                );
+                Storage::Gpu(conv_transpose2d_gpu(x, wt, geo)?)
             }
+            (a, b) => return Err(Error::device_mismatch("conv_transpose2d", a, b)),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from([n, co, oh, ow]),
             Op::ConvTranspose2d {
                 input: self.clone(),

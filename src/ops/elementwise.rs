@@ -4,11 +4,40 @@
 //! multi-index to the operand's offset with stride 0 on broadcast dims
 //! ([`Shape::broadcast_strides`]). Backward rules (autograd/rules.rs) reduce the incoming
 //! gradient back to each operand's shape with [`Tensor::sum_to`].
+//!
+//! GPU kernels: `shaders/binary.wgsl` (strides in the parameter block, dims merged on the host)
+//! and `shaders/unary.wgsl` (one pipeline per function, chosen by an override constant; the
+//! masks of [`MaskOp`] are extra functions of the same shader).
 
-use crate::backend::{cpu, Storage};
-use crate::error::Result;
+use crate::backend::gpu::params::{BinaryParams, UnaryParams};
+use crate::backend::gpu::{
+    groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
+};
+use crate::backend::{cpu, GpuBuffer, Storage};
+use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
+
+static BINARY_WGSL: Shader = Shader {
+    name: "binary",
+    source: include_str!("../../shaders/binary.wgsl"),
+};
+const BINARY: KernelSpec = KernelSpec {
+    shader: &BINARY_WGSL,
+    entry: "binary",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+static UNARY_WGSL: Shader = Shader {
+    name: "unary",
+    source: include_str!("../../shaders/unary.wgsl"),
+};
+const UNARY: KernelSpec = KernelSpec {
+    shader: &UNARY_WGSL,
+    entry: "unary",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 2,
+};
 
 /// The four broadcasting arithmetic ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +49,16 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// The `OP` constant of `shaders/binary.wgsl`.
+    fn gpu_code(self) -> f64 {
+        match self {
+            BinaryOp::Add => 0.0,
+            BinaryOp::Sub => 1.0,
+            BinaryOp::Mul => 2.0,
+            BinaryOp::Div => 3.0,
+        }
+    }
+
     /// Name for traces and errors.
     pub fn name(self) -> &'static str {
         match self {
@@ -61,6 +100,25 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
+    /// The `OP` constant of `shaders/unary.wgsl` and the parameters `(a, b)`.
+    fn gpu_code(self) -> (f64, f32, f32) {
+        match self {
+            UnaryOp::Neg => (0.0, 0.0, 0.0),
+            UnaryOp::Exp => (1.0, 0.0, 0.0),
+            UnaryOp::Log => (2.0, 0.0, 0.0),
+            UnaryOp::Sqrt => (3.0, 0.0, 0.0),
+            UnaryOp::Abs => (4.0, 0.0, 0.0),
+            UnaryOp::Tanh => (5.0, 0.0, 0.0),
+            UnaryOp::Sigmoid => (6.0, 0.0, 0.0),
+            UnaryOp::Relu => (7.0, 0.0, 0.0),
+            UnaryOp::LeakyRelu(slope) => (8.0, slope, 0.0),
+            UnaryOp::Softplus => (9.0, 0.0, 0.0),
+            UnaryOp::Powf(p) => (10.0, p, 0.0),
+            UnaryOp::Clamp { min, max } => (11.0, min, max),
+            UnaryOp::Affine { mul, add } => (12.0, mul, add),
+        }
+    }
+
     /// Name for traces and errors.
     pub fn name(self) -> &'static str {
         match self {
@@ -102,6 +160,61 @@ impl UnaryOp {
             UnaryOp::Powf(p) => x.powf(p),
             UnaryOp::Clamp { min, max } => x.max(min).min(max),
             UnaryOp::Affine { mul, add } => mul * x + add,
+        }
+    }
+}
+
+/// The constant masks that backward rules multiply gradients by (autograd/rules.rs): named
+/// kinds rather than closures, so that every device has a kernel for them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaskOp {
+    /// `1` where `x > 0`, else `0` (relu's derivative; 0 at 0 like PyTorch).
+    Relu,
+    /// `1` where `x > 0`, else `slope` (leaky relu's derivative).
+    LeakySlope(f32),
+    /// `-1`, `0` or `1` (abs's derivative; 0 at 0 like PyTorch's `sign`).
+    Sign,
+    /// `1` where `min <= x <= max`, else `0` (clamp's derivative).
+    Clamp {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+}
+
+impl MaskOp {
+    /// The mask value for one element, as every kernel computes it.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            MaskOp::Relu => (x > 0.0) as u8 as f32,
+            MaskOp::LeakySlope(slope) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            MaskOp::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            MaskOp::Clamp { min, max } => (x >= min && x <= max) as u8 as f32,
+        }
+    }
+
+    /// The `OP` constant of `shaders/unary.wgsl` and the parameters `(a, b)`.
+    fn gpu_code(self) -> (f64, f32, f32) {
+        match self {
+            MaskOp::Relu => (13.0, 0.0, 0.0),
+            MaskOp::LeakySlope(slope) => (14.0, slope, 0.0),
+            MaskOp::Sign => (15.0, 0.0, 0.0),
+            MaskOp::Clamp { min, max } => (16.0, min, max),
         }
     }
 }
@@ -200,6 +313,73 @@ fn unary_cpu(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     }
 }
 
+// ---- GPU kernels ---------------------------------------------------------------------------
+
+/// `out = op(lhs, rhs)` with broadcasting: one thread per output element, each operand read
+/// through its strides (0 on broadcast dims) after merging contiguous dims.
+fn binary_gpu(
+    op: BinaryOp,
+    lhs: &GpuBuffer,
+    ls: &Shape,
+    rhs: &GpuBuffer,
+    rs: &Shape,
+    out_shape: &Shape,
+) -> Result<GpuBuffer> {
+    let dev = lhs.device();
+    let n = out_shape.elem_count();
+    let (dims, strides) = merge_dims(
+        out_shape.dims(),
+        &[
+            ls.broadcast_strides(out_shape),
+            rs.broadcast_strides(out_shape),
+        ],
+    );
+    if dims.len() > MAX_DIMS {
+        return Err(too_many_dims(op.name(), dims.len()));
+    }
+    let out = dev.alloc(op.name(), n);
+    let params = BinaryParams {
+        n: n as u32,
+        rank: dims.len() as u32,
+        dims: pack8(&dims),
+        lhs_strides: pack8(&strides[0]),
+        rhs_strides: pack8(&strides[1]),
+        ..Default::default()
+    };
+    dev.dispatch(
+        op.name(),
+        &BINARY,
+        &[("OP", op.gpu_code())],
+        &params,
+        &[lhs, rhs, &out],
+        groups_for(n, WORKGROUP),
+    );
+    dev.check(op.name())?;
+    Ok(out)
+}
+
+/// `out[i] = f(x[i])` for the function `code` of `shaders/unary.wgsl`. Cannot fail here: an
+/// error is kept on the device for its next check.
+fn unary_gpu(name: &'static str, x: &GpuBuffer, (code, a, b): (f64, f32, f32)) -> GpuBuffer {
+    let dev = x.device();
+    let out = dev.alloc(name, x.len());
+    let params = UnaryParams {
+        n: x.len() as u32,
+        a,
+        b,
+        pad0: 0,
+    };
+    dev.dispatch(
+        name,
+        &UNARY,
+        &[("OP", code)],
+        &params,
+        &[x, &out],
+        groups_for(x.len(), WORKGROUP),
+    );
+    out
+}
+
 // ---- tensor API ----------------------------------------------------------------------------
 
 impl Tensor {
@@ -210,6 +390,10 @@ impl Tensor {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
                 Storage::Cpu(binary_cpu(op, a, self.shape(), b, rhs.shape(), &out_shape))
             }
+            (Storage::Gpu(a), Storage::Gpu(b)) => {
+                Storage::Gpu(binary_gpu(op, a, self.shape(), b, rhs.shape(), &out_shape)?)
+            }
+            (a, b) => return Err(Error::device_mismatch(op.name(), a, b)),
         };
         Ok(Tensor::from_op(
             storage,
@@ -239,10 +423,12 @@ impl Tensor {
         self.binary(BinaryOp::Div, rhs)
     }
 
-    /// Applies a pointwise function.
+    /// Applies a pointwise function. (On a GPU, a failure is kept on the device and returned
+    /// by the next fallible op, since this signature cannot fail.)
     pub fn unary(&self, op: UnaryOp) -> Tensor {
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(unary_cpu(op, x)),
+            Storage::Gpu(x) => Storage::Gpu(unary_gpu(op.name(), x, op.gpu_code())),
         };
         Tensor::from_op(
             storage,
@@ -319,11 +505,33 @@ impl Tensor {
         self.affine(c, 0.0)
     }
 
-    /// A constant (untracked) tensor `f(x)` elementwise: masks and signs used inside backward
-    /// rules, whose own derivative is zero almost everywhere.
+    /// A constant (untracked) tensor `f(x)` elementwise, for any closure. On the GPU this
+    /// copies to the host and back (a closure cannot run in a shader); the backward rules use
+    /// [`Tensor::mask`], which has a kernel.
     pub fn map_constant(&self, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, f)),
+            Storage::Gpu(x) => {
+                let dev = x.device();
+                let host = match x.to_vec() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        dev.keep_error(e);
+                        vec![f32::NAN; x.len()]
+                    }
+                };
+                Storage::Gpu(dev.upload("map_constant", &cpu::map_unary(&host, f)))
+            }
+        };
+        Tensor::from_storage(storage, self.shape().clone()).expect("same element count")
+    }
+
+    /// A constant (untracked) mask of `x` (see [`MaskOp`]): what backward rules multiply the
+    /// incoming gradient by. Its own derivative is zero almost everywhere.
+    pub fn mask(&self, kind: MaskOp) -> Tensor {
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, |v| kind.apply(v))),
+            Storage::Gpu(x) => Storage::Gpu(unary_gpu("mask", x, kind.gpu_code())),
         };
         Tensor::from_storage(storage, self.shape().clone()).expect("same element count")
     }

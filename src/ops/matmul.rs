@@ -2,12 +2,94 @@
 //! Batch dims broadcast like elementwise ops (a 2-D rhs is shared by every batch entry).
 //! Backward (autograd/rules.rs): `d_lhs = g @ rhs^T`, `d_rhs = lhs^T @ g`, each summed back to
 //! its operand's shape.
+//!
+//! GPU kernel: `shaders/matmul.wgsl`, 64 x 64 tiles in workgroup memory with 4 x 4 register
+//! blocks per thread; the four layouts are override constants (one pipeline each), so a
+//! transposed operand is read in place, never copied.
 
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::{cpu, Storage};
-use crate::error::{Error, Result};
+use crate::backend::gpu::params::MatmulParams;
+use crate::backend::gpu::{merge_dims, pack4, Access, KernelSpec, Shader};
+use crate::backend::{cpu, GpuBuffer, Storage};
+use crate::error::{Error, GpuErrorKind, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
+
+static MATMUL_WGSL: Shader = Shader {
+    name: "matmul",
+    source: include_str!("../../shaders/matmul.wgsl"),
+};
+const MATMUL: KernelSpec = KernelSpec {
+    shader: &MATMUL_WGSL,
+    entry: "matmul",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+/// Output rows and columns per workgroup of `matmul.wgsl`.
+const MATMUL_TILE: usize = 64;
+
+/// The GPU matmul: one dispatch of `(ceil(N/64), ceil(M/64), batches)` workgroups.
+#[allow(clippy::too_many_arguments)]
+fn matmul_gpu(
+    lhs: &GpuBuffer,
+    rhs: &GpuBuffer,
+    layout: MatmulLayout,
+    batch_shape: &Shape,
+    lhs_batch_strides: &[usize],
+    rhs_batch_strides: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<GpuBuffer> {
+    let dev = lhs.device();
+    let batches = batch_shape.elem_count();
+    let (bdims, bstrides) = merge_dims(
+        batch_shape.dims(),
+        &[lhs_batch_strides.to_vec(), rhs_batch_strides.to_vec()],
+    );
+    if bdims.len() > 4 || batches > 65535 {
+        return Err(Error::Gpu {
+            op: "matmul",
+            kind: GpuErrorKind::Unsupported,
+            msg: format!(
+                "batch dims {:?}: the GPU kernel takes at most 4 batch dims and 65535 batches",
+                batch_shape.dims()
+            ),
+        });
+    }
+    if k == 0 {
+        // An empty inner dim: the product is zero.
+        return Ok(dev.zeros("matmul", batches * m * n));
+    }
+    let out = dev.alloc("matmul", batches * m * n);
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_rank: bdims.len() as u32,
+        batch_dims: pack4(&bdims),
+        lhs_batch_strides: pack4(&bstrides[0]),
+        rhs_batch_strides: pack4(&bstrides[1]),
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    dev.dispatch(
+        "matmul",
+        &MATMUL,
+        &[
+            ("LHS_T", flag(layout.lhs_transposed)),
+            ("RHS_T", flag(layout.rhs_transposed)),
+        ],
+        &params,
+        &[lhs, rhs, &out],
+        [
+            n.div_ceil(MATMUL_TILE) as u32,
+            m.div_ceil(MATMUL_TILE) as u32,
+            batches as u32,
+        ],
+    );
+    dev.check("matmul")?;
+    Ok(out)
+}
 
 /// Reference kernel. `lhs: [batch.., M, K]`, `rhs: [batch.., K, N]`, `out: [batch.., M, N]`;
 /// rows of `out` in parallel, i-k-j loop order so the inner loop runs along contiguous rows of
@@ -212,15 +294,19 @@ impl Tensor {
             hint: format!("batch dims {lb:?} and {rb:?} cannot broadcast"),
         })?;
         let (lbs, rbs) = (lb.broadcast_strides(&batch), rb.broadcast_strides(&batch));
-        let data = match (&*self.storage(), &*rhs.storage()) {
+        let storage = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
-                matmul_cpu_gemm(a, b, layout, &batch, &lbs, &rbs, m, k, n)
+                Storage::Cpu(matmul_cpu_gemm(a, b, layout, &batch, &lbs, &rbs, m, k, n))
             }
+            (Storage::Gpu(a), Storage::Gpu(b)) => {
+                Storage::Gpu(matmul_gpu(a, b, layout, &batch, &lbs, &rbs, m, k, n)?)
+            }
+            (a, b) => return Err(Error::device_mismatch("matmul", a, b)),
         };
         let mut out_dims = batch.dims().to_vec();
         out_dims.extend([m, n]);
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from(out_dims),
             Op::Matmul {
                 lhs: self.clone(),

@@ -9,6 +9,7 @@
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod elementwise;
+pub mod inplace;
 pub mod losses;
 pub mod matmul;
 pub mod norm;
@@ -18,7 +19,7 @@ pub mod shape_ops;
 
 pub use conv2d::{Conv2dParams, Conv2dWeightGradParams};
 pub use conv_transpose2d::ConvTranspose2dParams;
-pub use elementwise::{BinaryOp, UnaryOp};
+pub use elementwise::{BinaryOp, MaskOp, UnaryOp};
 pub use matmul::MatmulLayout;
 pub use norm::{BatchNormParams, RunningStats};
 

@@ -7,12 +7,59 @@
 //! `y = (x - mean) / sqrt(var + eps) * gamma + beta`; the running statistics are updated with
 //! `r = (1 - momentum) * r + momentum * stat`, using the *unbiased* variance `var * n/(n-1)`.
 
-use crate::backend::{cpu, Storage};
+use crate::backend::gpu::params::BnParams;
+use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
+use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Rng, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
+
+static BATCH_NORM_WGSL: Shader = Shader {
+    name: "batch_norm",
+    source: include_str!("../../shaders/batch_norm.wgsl"),
+};
+const BN_STATS: KernelSpec = KernelSpec {
+    shader: &BATCH_NORM_WGSL,
+    entry: "bn_stats",
+    storage: &[
+        (0, Access::Read),
+        (1, Access::ReadWrite),
+        (2, Access::ReadWrite),
+        (3, Access::ReadWrite),
+    ],
+    uniform: 10,
+};
+const BN_NORMALIZE: KernelSpec = KernelSpec {
+    shader: &BATCH_NORM_WGSL,
+    entry: "bn_normalize",
+    storage: &[
+        (0, Access::Read),
+        (4, Access::Read),
+        (5, Access::Read),
+        (6, Access::ReadWrite),
+    ],
+    uniform: 10,
+};
+const BN_BACKWARD_SUMS: KernelSpec = KernelSpec {
+    shader: &BATCH_NORM_WGSL,
+    entry: "bn_backward_sums",
+    storage: &[(0, Access::Read), (7, Access::Read), (8, Access::ReadWrite)],
+    uniform: 10,
+};
+const BN_BACKWARD_APPLY: KernelSpec = KernelSpec {
+    shader: &BATCH_NORM_WGSL,
+    entry: "bn_backward_apply",
+    storage: &[
+        (0, Access::Read),
+        (7, Access::Read),
+        (5, Access::Read),
+        (9, Access::Read),
+        (6, Access::ReadWrite),
+    ],
+    uniform: 10,
+};
 
 /// Options of batch norm.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,16 +143,8 @@ impl Tensor {
                 // r = (1 - momentum) * r + momentum * batch_stat, with the unbiased variance.
                 let m = params.momentum;
                 let unbias = n as f32 / (n - 1) as f32;
-                r.mean.write_storage(|s| {
-                    for (rm, &bm) in s.as_cpu_mut().iter_mut().zip(&stats.mean) {
-                        *rm = (1.0 - m) * *rm + m * bm;
-                    }
-                })?;
-                r.var.write_storage(|s| {
-                    for (rv, &bv) in s.as_cpu_mut().iter_mut().zip(&stats.var) {
-                        *rv = (1.0 - m) * *rv + m * (bv * unbias);
-                    }
-                })?;
+                r.mean.axpby_in_place(1.0 - m, &stats.mean, m, 1.0)?;
+                r.var.axpby_in_place(1.0 - m, &stats.var, m, unbias)?;
             }
             xhat
         } else {
@@ -212,27 +251,30 @@ impl Tensor {
 
 /// Overwrites `dst`'s data with `src`'s (same shape).
 pub(crate) fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
-    if dst.shape() != src.shape() {
-        return Err(Error::shape_mismatch("copy_into", dst.shape(), src.shape()));
-    }
-    let data = src.storage();
-    dst.write_storage(|s| s.as_cpu_mut().copy_from_slice(data.as_cpu()))
+    dst.copy_from(src)
 }
 
 // ---- the fused normalisation primitive of batch norm ------------------------------------------
 
 /// Per-channel batch statistics saved by the forward pass (biased variance, as used to
-/// normalise, and `invstd = 1 / sqrt(var + eps)`).
+/// normalise, and `invstd = 1 / sqrt(var + eps)`), each a `[C]` tensor on the input's device.
 #[derive(Clone, Debug)]
 pub struct ChannelStats {
     /// Batch mean per channel.
-    pub mean: Vec<f32>,
+    pub mean: Tensor,
     /// Biased batch variance per channel.
-    pub var: Vec<f32>,
+    pub var: Tensor,
     /// `1 / sqrt(var + eps)` per channel.
-    pub invstd: Vec<f32>,
+    pub invstd: Tensor,
     /// Values per channel (`N * H * W`).
     pub count: usize,
+}
+
+/// Host statistics of [`batch_normalize_cpu`].
+struct HostStats {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    invstd: Vec<f32>,
 }
 
 /// `x: [N, C, S]` (S = product of the dims after C). Pass 1 per channel: mean, then the
@@ -243,7 +285,7 @@ fn batch_normalize_cpu(
     x: &[f32],
     (n_n, c_n, s_n): (usize, usize, usize),
     eps: f32,
-) -> (Vec<f32>, ChannelStats) {
+) -> (Vec<f32>, HostStats) {
     let count = n_n * s_n;
     let stats: Vec<(f32, f32)> = (0..c_n)
         .into_par_iter()
@@ -270,15 +312,82 @@ fn batch_normalize_cpu(
             *o = (v - m) * is;
         }
     });
-    (
-        out,
-        ChannelStats {
-            mean,
-            var,
-            invstd,
-            count,
-        },
-    )
+    (out, HostStats { mean, var, invstd })
+}
+
+/// GPU version of [`batch_normalize_cpu`]: `bn_stats` (one workgroup per channel), then
+/// `bn_normalize` (one thread per element). Returns `(x_hat, mean, var, invstd)`.
+fn batch_normalize_gpu(
+    x: &GpuBuffer,
+    (n_n, c_n, s_n): (usize, usize, usize),
+    eps: f32,
+) -> Result<(GpuBuffer, GpuBuffer, GpuBuffer, GpuBuffer)> {
+    let dev = x.device();
+    let op = "batch_normalize";
+    let params = BnParams {
+        n: n_n as u32,
+        c: c_n as u32,
+        s: s_n as u32,
+        eps,
+    };
+    let (mean, var, invstd) = (dev.alloc(op, c_n), dev.alloc(op, c_n), dev.alloc(op, c_n));
+    dev.dispatch(
+        op,
+        &BN_STATS,
+        &[],
+        &params,
+        &[x, &mean, &var, &invstd],
+        [c_n as u32, 1, 1],
+    );
+    let out = dev.alloc(op, x.len());
+    dev.dispatch(
+        op,
+        &BN_NORMALIZE,
+        &[],
+        &params,
+        &[x, &mean, &invstd, &out],
+        groups_for(x.len(), WORKGROUP),
+    );
+    dev.check(op)?;
+    Ok((out, mean, var, invstd))
+}
+
+/// GPU version of [`batch_normalize_backward_cpu`]: per-channel means of `g` and `g * x_hat`
+/// (one workgroup per channel), then `dx` (one thread per element).
+fn batch_normalize_backward_gpu(
+    g: &GpuBuffer,
+    xhat: &GpuBuffer,
+    invstd: &GpuBuffer,
+    (n_n, c_n, s_n): (usize, usize, usize),
+) -> Result<GpuBuffer> {
+    let dev = g.device();
+    let op = "batch_normalize backward";
+    let params = BnParams {
+        n: n_n as u32,
+        c: c_n as u32,
+        s: s_n as u32,
+        eps: 0.0,
+    };
+    let sums = dev.alloc(op, 2 * c_n);
+    dev.dispatch(
+        op,
+        &BN_BACKWARD_SUMS,
+        &[],
+        &params,
+        &[g, xhat, &sums],
+        [c_n as u32, 1, 1],
+    );
+    let dx = dev.alloc(op, g.len());
+    dev.dispatch(
+        op,
+        &BN_BACKWARD_APPLY,
+        &[],
+        &params,
+        &[g, xhat, invstd, &sums, &dx],
+        groups_for(g.len(), WORKGROUP),
+    );
+    dev.check(op)?;
+    Ok(dx)
 }
 
 /// The backward of `x_hat = (x - mean) * invstd` (mean and var from the batch), derived:
@@ -289,9 +398,9 @@ fn batch_normalize_backward_cpu(
     g: &[f32],
     xhat: &[f32],
     (n_n, c_n, s_n): (usize, usize, usize),
-    stats: &ChannelStats,
+    invstd: &[f32],
 ) -> Vec<f32> {
-    let m = stats.count as f64;
+    let m = (n_n * s_n) as f64;
     let sums: Vec<(f32, f32)> = (0..c_n)
         .into_par_iter()
         .map(|c| {
@@ -309,7 +418,7 @@ fn batch_normalize_backward_cpu(
     let mut dx = cpu::pool::take(g.len());
     cpu::for_each_row(&mut dx, s_n, |plane, out| {
         let c = plane % c_n;
-        let (mg, mgx, is) = (sums[c].0, sums[c].1, stats.invstd[c]);
+        let (mg, mgx, is) = (sums[c].0, sums[c].1, invstd[c]);
         let range = plane * s_n..(plane + 1) * s_n;
         for ((o, &gv), &xv) in out.iter_mut().zip(&g[range.clone()]).zip(&xhat[range]) {
             *o = is * (gv - mg - xv * mgx);
@@ -335,12 +444,32 @@ impl Tensor {
                 "expected [N, C, ...]",
             ));
         }
+        let (n, c, s) = ncs(self.shape());
         let (out, stats) = match &*self.storage() {
-            Storage::Cpu(x) => batch_normalize_cpu(x, ncs(self.shape()), eps),
+            Storage::Cpu(x) => {
+                let (out, h) = batch_normalize_cpu(x, (n, c, s), eps);
+                let stats = ChannelStats {
+                    mean: Tensor::from_vec(h.mean, c)?,
+                    var: Tensor::from_vec(h.var, c)?,
+                    invstd: Tensor::from_vec(h.invstd, c)?,
+                    count: n * s,
+                };
+                (Storage::Cpu(out), stats)
+            }
+            Storage::Gpu(x) => {
+                let (out, mean, var, invstd) = batch_normalize_gpu(x, (n, c, s), eps)?;
+                let stats = ChannelStats {
+                    mean: Tensor::from_storage(Storage::Gpu(mean), c)?,
+                    var: Tensor::from_storage(Storage::Gpu(var), c)?,
+                    invstd: Tensor::from_storage(Storage::Gpu(invstd), c)?,
+                    count: n * s,
+                };
+                (Storage::Gpu(out), stats)
+            }
         };
         let stats = Arc::new(stats);
         let t = Tensor::from_op(
-            Storage::Cpu(out),
+            out,
             self.shape().clone(),
             Op::BatchNormalize {
                 input: self.clone(),
@@ -372,10 +501,15 @@ pub(crate) fn batch_normalize_backward(
         let mean_gx = g.mul(&xhat)?.mean(&dims, true)?;
         return invstd.mul(&g.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?);
     }
-    let data = match (&*g.storage(), &*out.storage()) {
-        (Storage::Cpu(gd), Storage::Cpu(xh)) => {
-            batch_normalize_backward_cpu(gd, xh, ncs(x.shape()), stats)
+    let invstd = stats.invstd.storage();
+    let storage = match (&*g.storage(), &*out.storage(), &*invstd) {
+        (Storage::Cpu(gd), Storage::Cpu(xh), Storage::Cpu(is)) => {
+            Storage::Cpu(batch_normalize_backward_cpu(gd, xh, ncs(x.shape()), is))
         }
+        (Storage::Gpu(gd), Storage::Gpu(xh), Storage::Gpu(is)) => {
+            Storage::Gpu(batch_normalize_backward_gpu(gd, xh, is, ncs(x.shape()))?)
+        }
+        (a, b, _) => return Err(Error::device_mismatch("batch_normalize backward", a, b)),
     };
-    Tensor::from_vec_on(data, x.shape().clone(), &x.device())
+    Tensor::from_storage(storage, x.shape().clone())
 }

@@ -6,11 +6,64 @@
 //! upsample:     `x: [N, C, H, W] -> out: [N, C, OH, OW]` with `OH` in {2H, 2H+1}:
 //!               `out[n, c, i, j] = x[n, c, i/2, j/2]`, zero where `i/2 >= H` or `j/2 >= W`
 //!               (the extra row/col only appears as the adjoint of pooling an odd size).
+//!
+//! GPU kernels: `shaders/pool.wgsl`, one thread per output element.
 
-use crate::backend::{cpu, Storage};
+use crate::backend::gpu::params::PoolParams;
+use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
+use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
+
+static POOL_WGSL: Shader = Shader {
+    name: "pool",
+    source: include_str!("../../shaders/pool.wgsl"),
+};
+const AVG_POOL: KernelSpec = KernelSpec {
+    shader: &POOL_WGSL,
+    entry: "avg_pool2x2",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 2,
+};
+const UPSAMPLE: KernelSpec = KernelSpec {
+    shader: &POOL_WGSL,
+    entry: "upsample_nearest2x",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 2,
+};
+
+/// Runs `spec` of `pool.wgsl` from `[planes, h, w]` to `[planes, oh, ow]`.
+fn pool_gpu(
+    op: &'static str,
+    spec: &KernelSpec,
+    x: &GpuBuffer,
+    (planes, h, w): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let total = planes * oh * ow;
+    let out = dev.alloc(op, total);
+    let params = PoolParams {
+        planes: planes as u32,
+        h: h as u32,
+        w: w as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        total: total as u32,
+        ..Default::default()
+    };
+    dev.dispatch(
+        op,
+        spec,
+        &[],
+        &params,
+        &[x, &out],
+        groups_for(total, WORKGROUP),
+    );
+    dev.check(op)?;
+    Ok(out)
+}
 
 fn avg_pool2x2_cpu(x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
@@ -58,11 +111,18 @@ impl Tensor {
                 "height and width must be at least 2",
             ));
         }
-        let data = match &*self.storage() {
-            Storage::Cpu(x) => avg_pool2x2_cpu(x, (n, c, h, w)),
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(avg_pool2x2_cpu(x, (n, c, h, w))),
+            Storage::Gpu(x) => Storage::Gpu(pool_gpu(
+                "avg_pool2x2",
+                &AVG_POOL,
+                x,
+                (n * c, h, w),
+                (h / 2, w / 2),
+            )?),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from([n, c, h / 2, w / 2]),
             Op::AvgPool2x2 {
                 input: self.clone(),
@@ -87,11 +147,18 @@ impl Tensor {
                 format!("output {out_h}x{out_w} is not 2x the input (+1 at most)"),
             ));
         }
-        let data = match &*self.storage() {
-            Storage::Cpu(x) => upsample_cpu(x, (n, c, h, w), out_h, out_w),
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(upsample_cpu(x, (n, c, h, w), out_h, out_w)),
+            Storage::Gpu(x) => Storage::Gpu(pool_gpu(
+                "upsample_nearest2x",
+                &UPSAMPLE,
+                x,
+                (n * c, h, w),
+                (out_h, out_w),
+            )?),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             Shape::from([n, c, out_h, out_w]),
             Op::UpsampleNearest2x {
                 input: self.clone(),

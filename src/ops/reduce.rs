@@ -3,12 +3,118 @@
 //!
 //! Sum kernel: `out[j] = sum_{i : keep(i) = j} x[i]`, where `keep` zeroes the reduced dims of
 //! the multi-index. Accumulated in f64, so the order of the sum does not change the f32 result.
+//! GPU kernels (`shaders/reduce.wgsl`): one workgroup per output element with a tree reduction
+//! in workgroup memory (f32), or one thread per output for short reductions; max carries
+//! (value, index) pairs through the same tree.
 
-use crate::backend::Storage;
+use crate::backend::gpu::params::{MaxParams, SumParams};
+use crate::backend::gpu::{
+    groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
+};
+use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
+
+static REDUCE_WGSL: Shader = Shader {
+    name: "reduce",
+    source: include_str!("../../shaders/reduce.wgsl"),
+};
+const SUM_ROWS: KernelSpec = KernelSpec {
+    shader: &REDUCE_WGSL,
+    entry: "sum_rows",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 3,
+};
+const SUM_SMALL: KernelSpec = KernelSpec {
+    shader: &REDUCE_WGSL,
+    entry: "sum_small",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 3,
+};
+const MAX_DIM: KernelSpec = KernelSpec {
+    shader: &REDUCE_WGSL,
+    entry: "max_dim",
+    storage: &[
+        (0, Access::Read),
+        (1, Access::ReadWrite),
+        (2, Access::ReadWrite),
+    ],
+    uniform: 4,
+};
+
+/// Reductions at most this long take one thread per output instead of a workgroup.
+const SMALL_REDUCTION: usize = 64;
+
+/// GPU sum of `x` (shape `shape`) over the sorted `dims`, kept as size 1.
+fn sum_gpu(x: &GpuBuffer, shape: &Shape, dims: &[usize]) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let strides = shape.strides();
+    let (mut kept, mut kept_str, mut red, mut red_str) = (vec![], vec![], vec![], vec![]);
+    for (d, &size) in shape.dims().iter().enumerate() {
+        if dims.contains(&d) {
+            red.push(size);
+            red_str.push(strides[d]);
+        } else {
+            kept.push(size);
+            kept_str.push(strides[d]);
+        }
+    }
+    let out_count: usize = kept.iter().product();
+    let red_count: usize = red.iter().product();
+    if red_count == 0 || shape.elem_count() == 0 {
+        return Ok(dev.zeros("sum", out_count));
+    }
+    let (kept, kept_str) = merge_dims(&kept, &[kept_str]);
+    let (red, red_str) = merge_dims(&red, &[red_str]);
+    if kept.len().max(red.len()) > MAX_DIMS {
+        return Err(too_many_dims("sum", kept.len().max(red.len())));
+    }
+    let out = dev.alloc("sum", out_count);
+    let params = SumParams {
+        out_count: out_count as u32,
+        red_count: red_count as u32,
+        kept_rank: kept.len() as u32,
+        red_rank: red.len() as u32,
+        kept_dims: pack8(&kept),
+        kept_strides: pack8(&kept_str[0]),
+        red_dims: pack8(&red),
+        red_strides: pack8(&red_str[0]),
+    };
+    if red_count <= SMALL_REDUCTION {
+        let groups = groups_for(out_count, WORKGROUP);
+        dev.dispatch("sum", &SUM_SMALL, &[], &params, &[x, &out], groups);
+    } else {
+        let groups = groups_for(out_count, 1);
+        dev.dispatch("sum", &SUM_ROWS, &[], &params, &[x, &out], groups);
+    }
+    dev.check("sum")?;
+    Ok(out)
+}
+
+/// GPU max over the middle dim of `[outer, d, inner]`: values and argmax (u32) buffers.
+fn max_gpu(x: &GpuBuffer, outer: usize, d: usize, inner: usize) -> Result<(GpuBuffer, GpuBuffer)> {
+    let dev = x.device();
+    let n = outer * inner;
+    let (vals, idx) = (dev.alloc("max", n), dev.alloc("max", n));
+    let params = MaxParams {
+        outer: outer as u32,
+        d: d as u32,
+        inner: inner as u32,
+        pad0: 0,
+    };
+    dev.dispatch(
+        "max",
+        &MAX_DIM,
+        &[],
+        &params,
+        &[x, &vals, &idx],
+        groups_for(n, 1),
+    );
+    dev.check("max")?;
+    Ok((vals, idx))
+}
 
 /// Sum of `x` (shape `shape`) over `dims`, output with those dims kept as 1.
 fn sum_cpu(x: &[f32], shape: &Shape, dims: &[usize]) -> (Vec<f32>, Shape) {
@@ -97,11 +203,17 @@ impl Tensor {
     /// Sum over `dims`; with `keepdim` they stay as size 1, otherwise they are removed.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
         let dims = check_dims("sum", self.shape(), dims)?;
-        let (data, kept_shape) = match &*self.storage() {
-            Storage::Cpu(x) => sum_cpu(x, self.shape(), &dims),
+        let mut kept_dims = self.dims().to_vec();
+        for &d in &dims {
+            kept_dims[d] = 1;
+        }
+        let kept_shape = Shape::from(kept_dims);
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(sum_cpu(x, self.shape(), &dims).0),
+            Storage::Gpu(x) => Storage::Gpu(sum_gpu(x, self.shape(), &dims)?),
         };
         let kept = Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             kept_shape.clone(),
             Op::Sum {
                 input: self.clone(),
@@ -172,12 +284,30 @@ impl Tensor {
         }
         let (outer, d, inner) = split_at_dim(self.shape(), dim);
         let (vals, idx) = match &*self.storage() {
-            Storage::Cpu(x) => max_cpu(x, outer, d, inner),
+            Storage::Cpu(x) => {
+                let (vals, idx) = max_cpu(x, outer, d, inner);
+                (Storage::Cpu(vals), idx)
+            }
+            Storage::Gpu(x) => {
+                let (vals, idx) = max_gpu(x, outer, d, inner)?;
+                // The backward rule needs the argmax on the host; read it back only when the
+                // op is recorded (the same test `from_op` applies).
+                let idx = if crate::autograd::is_grad_enabled() && self.is_tracked() {
+                    let dev = x.device();
+                    dev.read_u32("max", &idx)?
+                        .into_iter()
+                        .map(|i| i as usize)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (Storage::Gpu(vals), idx)
+            }
         };
         let mut kept_dims = self.dims().to_vec();
         kept_dims[dim] = 1;
         let kept = Tensor::from_op(
-            Storage::Cpu(vals),
+            vals,
             Shape::from(kept_dims.clone()),
             Op::Max {
                 input: self.clone(),
@@ -202,8 +332,16 @@ impl Tensor {
     pub fn argmax(&self, dim: usize) -> Result<Vec<usize>> {
         self.shape().dim("argmax", dim)?;
         let (outer, d, inner) = split_at_dim(self.shape(), dim);
-        let (_, idx) = match &*self.storage() {
-            Storage::Cpu(x) => max_cpu(x, outer, d, inner),
+        let idx = match &*self.storage() {
+            Storage::Cpu(x) => max_cpu(x, outer, d, inner).1,
+            Storage::Gpu(x) => {
+                let (_, idx) = max_gpu(x, outer, d, inner)?;
+                let dev = x.device();
+                dev.read_u32("argmax", &idx)?
+                    .into_iter()
+                    .map(|i| i as usize)
+                    .collect()
+            }
         };
         Ok(idx)
     }

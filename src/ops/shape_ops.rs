@@ -3,13 +3,156 @@
 //! Storage is always contiguous, so reshape shares the buffer and every other op here copies.
 //! Most are one "strided gather": `out[o] = x[sum_d idx_d(o) * src_stride_d]`, with the source
 //! strides permuted (permute) or zeroed on repeated dims (broadcast).
+//! GPU kernels: `shaders/shape.wgsl` (gather, copy_block, index_select, index_add), one thread
+//! per output element.
 
-use crate::backend::{cpu, Storage};
+use crate::backend::gpu::params::{CopyBlockParams, GatherParams, IndexParams};
+use crate::backend::gpu::{
+    groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
+};
+use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::reduce::split_at_dim;
 use crate::ops::Op;
 use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
+
+static SHAPE_WGSL: Shader = Shader {
+    name: "shape",
+    source: include_str!("../../shaders/shape.wgsl"),
+};
+const GATHER: KernelSpec = KernelSpec {
+    shader: &SHAPE_WGSL,
+    entry: "gather",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 3,
+};
+const COPY_BLOCK: KernelSpec = KernelSpec {
+    shader: &SHAPE_WGSL,
+    entry: "copy_block",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite)],
+    uniform: 4,
+};
+const INDEX_SELECT: KernelSpec = KernelSpec {
+    shader: &SHAPE_WGSL,
+    entry: "index_select",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite), (2, Access::Read)],
+    uniform: 5,
+};
+const INDEX_ADD: KernelSpec = KernelSpec {
+    shader: &SHAPE_WGSL,
+    entry: "index_add",
+    storage: &[(0, Access::Read), (1, Access::ReadWrite), (2, Access::Read)],
+    uniform: 5,
+};
+
+/// GPU version of [`gather_strided`].
+fn gather_gpu(
+    op: &'static str,
+    x: &GpuBuffer,
+    out_shape: &Shape,
+    src_strides: &[usize],
+) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let n = out_shape.elem_count();
+    let (dims, strides) = merge_dims(out_shape.dims(), &[src_strides.to_vec()]);
+    if dims.len() > MAX_DIMS {
+        return Err(too_many_dims(op, dims.len()));
+    }
+    let out = dev.alloc(op, n);
+    let params = GatherParams {
+        n: n as u32,
+        rank: dims.len() as u32,
+        dims: pack8(&dims),
+        src_strides: pack8(&strides[0]),
+        ..Default::default()
+    };
+    dev.dispatch(
+        op,
+        &GATHER,
+        &[],
+        &params,
+        &[x, &out],
+        groups_for(n, WORKGROUP),
+    );
+    dev.check(op)?;
+    Ok(out)
+}
+
+/// GPU version of [`copy_dim_block`] (recorded into `out`).
+#[allow(clippy::too_many_arguments)]
+fn copy_dim_block_gpu(
+    op: &'static str,
+    x: &GpuBuffer,
+    out: &GpuBuffer,
+    outer: usize,
+    inner: usize,
+    d_in: usize,
+    d_out: usize,
+    src_start: usize,
+    dst_start: usize,
+    len: usize,
+) {
+    let n = outer * len * inner;
+    let params = CopyBlockParams {
+        outer: outer as u32,
+        inner: inner as u32,
+        d_in: d_in as u32,
+        d_out: d_out as u32,
+        src_start: src_start as u32,
+        dst_start: dst_start as u32,
+        len: len as u32,
+        n: n as u32,
+    };
+    let dev = x.device();
+    dev.dispatch(
+        op,
+        &COPY_BLOCK,
+        &[],
+        &params,
+        &[x, out],
+        groups_for(n, WORKGROUP),
+    );
+}
+
+/// index_select (`add = false`) or index_add into zeros (`add = true`) on the GPU.
+#[allow(clippy::too_many_arguments)]
+fn index_gpu(
+    op: &'static str,
+    add: bool,
+    x: &GpuBuffer,
+    indices: &[usize],
+    outer: usize,
+    inner: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Result<GpuBuffer> {
+    let dev = x.device();
+    let n = outer * d_out * inner;
+    let out = dev.alloc(op, n);
+    let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+    let idx = dev.upload(op, &idx);
+    let params = IndexParams {
+        outer: outer as u32,
+        inner: inner as u32,
+        d_in: d_in as u32,
+        d_out: d_out as u32,
+        n_idx: indices.len() as u32,
+        n: n as u32,
+        ..Default::default()
+    };
+    let spec = if add { &INDEX_ADD } else { &INDEX_SELECT };
+    dev.dispatch(
+        op,
+        spec,
+        &[],
+        &params,
+        &[x, &out, &idx],
+        groups_for(n, WORKGROUP),
+    );
+    dev.check(op)?;
+    Ok(out)
+}
 
 /// `out[o] = x[offset(o)]` for an output of `out_shape`, where `offset` uses `src_strides`
 /// (one per output dim, 0 where the source is repeated).
@@ -154,11 +297,12 @@ impl Tensor {
         let out_shape = Shape::from(perm.iter().map(|&p| self.dims()[p]).collect::<Vec<_>>());
         let strides = self.shape().strides();
         let src_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
-        let data = match &*self.storage() {
-            Storage::Cpu(x) => gather_strided(x, &out_shape, &src_strides),
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(gather_strided(x, &out_shape, &src_strides)),
+            Storage::Gpu(x) => Storage::Gpu(gather_gpu("permute", x, &out_shape, &src_strides)?),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             out_shape,
             Op::Permute {
                 input: self.clone(),
@@ -203,11 +347,12 @@ impl Tensor {
             return Ok(self.clone());
         }
         let src_strides = self.shape().broadcast_strides(&shape);
-        let data = match &*self.storage() {
-            Storage::Cpu(x) => gather_strided(x, &shape, &src_strides),
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => Storage::Cpu(gather_strided(x, &shape, &src_strides)),
+            Storage::Gpu(x) => Storage::Gpu(gather_gpu("broadcast", x, &shape, &src_strides)?),
         };
         Ok(Tensor::from_op(
-            Storage::Cpu(data),
+            storage,
             shape,
             Op::Broadcast {
                 input: self.clone(),
@@ -241,25 +386,38 @@ impl Tensor {
         out_dims[dim] = total;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(first.shape(), dim);
-        let mut out = cpu::pool::take(out_shape.elem_count());
-        let mut start = 0;
-        for t in tensors {
-            let d = t.dims()[dim];
-            copy_dim_block(
-                t.storage().as_cpu(),
-                &mut out,
-                outer,
-                inner,
-                d,
-                total,
-                0,
-                start,
-                d,
-            );
-            start += d;
-        }
+        let storage = match first.device() {
+            crate::Device::Cpu => {
+                let mut out = cpu::pool::take(out_shape.elem_count());
+                let mut start = 0;
+                for t in tensors {
+                    let d = t.dims()[dim];
+                    let x = t.storage();
+                    copy_dim_block(x.as_cpu(), &mut out, outer, inner, d, total, 0, start, d);
+                    start += d;
+                }
+                Storage::Cpu(out)
+            }
+            crate::Device::Gpu(dev) => {
+                let out = dev.alloc("concat", out_shape.elem_count());
+                let mut start = 0;
+                for t in tensors {
+                    let d = t.dims()[dim];
+                    let x = t.storage();
+                    let x = x.as_gpu().ok_or_else(|| Error::DeviceMismatch {
+                        op: "concat",
+                        lhs: first.device().name(),
+                        rhs: t.device().name(),
+                    })?;
+                    copy_dim_block_gpu("concat", x, &out, outer, inner, d, total, 0, start, d);
+                    start += d;
+                }
+                dev.check("concat")?;
+                Storage::Gpu(out)
+            }
+        };
         Ok(Tensor::from_op(
-            Storage::Cpu(out),
+            storage,
             out_shape,
             Op::Concat {
                 inputs: tensors.to_vec(),
@@ -288,20 +446,22 @@ impl Tensor {
         out_dims[dim] = len;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
-        let mut out = cpu::pool::take(out_shape.elem_count());
-        copy_dim_block(
-            self.storage().as_cpu(),
-            &mut out,
-            outer,
-            inner,
-            size,
-            len,
-            start,
-            0,
-            len,
-        );
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => {
+                let mut out = cpu::pool::take(out_shape.elem_count());
+                copy_dim_block(x, &mut out, outer, inner, size, len, start, 0, len);
+                Storage::Cpu(out)
+            }
+            Storage::Gpu(x) => {
+                let dev = x.device();
+                let out = dev.alloc("narrow", out_shape.elem_count());
+                copy_dim_block_gpu("narrow", x, &out, outer, inner, size, len, start, 0, len);
+                dev.check("narrow")?;
+                Storage::Gpu(out)
+            }
+        };
         Ok(Tensor::from_op(
-            Storage::Cpu(out),
+            storage,
             out_shape,
             Op::Narrow {
                 input: self.clone(),
@@ -322,21 +482,23 @@ impl Tensor {
         out_dims[dim] = size + before + after;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
-        let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
         let d_out = size + before + after;
-        copy_dim_block(
-            self.storage().as_cpu(),
-            &mut out,
-            outer,
-            inner,
-            size,
-            d_out,
-            0,
-            before,
-            size,
-        );
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => {
+                let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
+                copy_dim_block(x, &mut out, outer, inner, size, d_out, 0, before, size);
+                Storage::Cpu(out)
+            }
+            Storage::Gpu(x) => {
+                let dev = x.device();
+                let out = dev.zeros("pad", out_shape.elem_count());
+                copy_dim_block_gpu("pad", x, &out, outer, inner, size, d_out, 0, before, size);
+                dev.check("pad")?;
+                Storage::Gpu(out)
+            }
+        };
         Ok(Tensor::from_op(
-            Storage::Cpu(out),
+            storage,
             out_shape,
             Op::Pad {
                 input: self.clone(),
@@ -361,20 +523,31 @@ impl Tensor {
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = indices.len();
         let out_shape = Shape::from(out_dims);
-        let mut out = cpu::pool::take(out_shape.elem_count());
-        {
-            let x = self.storage();
-            let x = x.as_cpu();
-            for o in 0..outer {
-                for (j, &idx) in indices.iter().enumerate() {
-                    let src = (o * size + idx) * inner;
-                    let dst = (o * indices.len() + j) * inner;
-                    out[dst..dst + inner].copy_from_slice(&x[src..src + inner]);
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => {
+                let mut out = cpu::pool::take(out_shape.elem_count());
+                for o in 0..outer {
+                    for (j, &idx) in indices.iter().enumerate() {
+                        let src = (o * size + idx) * inner;
+                        let dst = (o * indices.len() + j) * inner;
+                        out[dst..dst + inner].copy_from_slice(&x[src..src + inner]);
+                    }
                 }
+                Storage::Cpu(out)
             }
-        }
+            Storage::Gpu(x) => Storage::Gpu(index_gpu(
+                "index_select",
+                false,
+                x,
+                indices,
+                outer,
+                inner,
+                size,
+                indices.len(),
+            )?),
+        };
         Ok(Tensor::from_op(
-            Storage::Cpu(out),
+            storage,
             out_shape,
             Op::IndexSelect {
                 input: self.clone(),
@@ -413,22 +586,33 @@ impl Tensor {
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = size;
         let out_shape = Shape::from(out_dims);
-        let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
-        {
-            let x = self.storage();
-            let x = x.as_cpu();
-            for o in 0..outer {
-                for (j, &idx) in indices.iter().enumerate() {
-                    let src = (o * n + j) * inner;
-                    let dst = (o * size + idx) * inner;
-                    for i in 0..inner {
-                        out[dst + i] += x[src + i];
+        let storage = match &*self.storage() {
+            Storage::Cpu(x) => {
+                let mut out = cpu::pool::take_zeroed(out_shape.elem_count());
+                for o in 0..outer {
+                    for (j, &idx) in indices.iter().enumerate() {
+                        let src = (o * n + j) * inner;
+                        let dst = (o * size + idx) * inner;
+                        for i in 0..inner {
+                            out[dst + i] += x[src + i];
+                        }
                     }
                 }
+                Storage::Cpu(out)
             }
-        }
+            Storage::Gpu(x) => Storage::Gpu(index_gpu(
+                "index_add",
+                true,
+                x,
+                indices,
+                outer,
+                inner,
+                n,
+                size,
+            )?),
+        };
         Ok(Tensor::from_op(
-            Storage::Cpu(out),
+            storage,
             out_shape,
             Op::IndexAdd {
                 input: self.clone(),

@@ -19,7 +19,8 @@
 //! State names: `step` (0-dim), `exp_avg` (m), `exp_avg_sq` (v).
 
 use super::{clear_grads, decimal, fused_update, increment_step, parse_state, state_entries};
-use super::{Optimizer, ParamState};
+use super::{gpu_update, new_step_counter, Optimizer, ParamState, ADAM};
+use crate::backend::gpu::params::AdamParams;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -88,7 +89,7 @@ impl Optimizer for Adam {
             let Some(g) = p.grad() else { continue };
             let st = st.get_or_insert_with(|| {
                 BTreeMap::from([
-                    ("step", Tensor::zeros((), &p.device())),
+                    ("step", new_step_counter()),
                     ("exp_avg", p.zeros_like()),
                     ("exp_avg_sq", p.zeros_like()),
                 ])
@@ -100,6 +101,21 @@ impl Optimizer for Adam {
             let bc2_sqrt = bias_correction2.sqrt() as f32;
             let w1 = (1.0 - decimal(beta1)) as f32; // lerp weight
             let w2 = (1.0 - decimal(beta2)) as f32;
+            if p.device().is_gpu() {
+                let params = AdamParams {
+                    n: p.elem_count() as u32,
+                    step_size,
+                    bc2_sqrt,
+                    w1,
+                    w2,
+                    beta2,
+                    eps,
+                    wd,
+                };
+                let states = [Some(&st["exp_avg"]), Some(&st["exp_avg_sq"])];
+                gpu_update("adam", &ADAM, &params, p, &g, &states)?;
+                continue;
+            }
             fused_update(p, &g, &[&st["exp_avg"], &st["exp_avg_sq"]], |p, g, s| {
                 let [m, v] = s else { unreachable!() };
                 // One pass over zipped slices (no bounds checks, so it vectorises); the

@@ -9,7 +9,10 @@
 //! the parameter in the list the optimizer was built with.
 //!
 //! An update is one pass over the parameter's data (parallel in chunks for large tensors),
-//! reading the gradient and updating the state buffers in the same loop.
+//! reading the gradient and updating the state buffers in the same loop. On a GPU it is one
+//! kernel of `shaders/optim.wgsl` per parameter ([`gpu_update`]), with the same formulas, so a
+//! training step never copies parameters to the host. The `step` counters stay on the host
+//! (as PyTorch keeps them on the CPU): the bias corrections are computed from them there.
 
 mod adam;
 mod rmsprop;
@@ -19,10 +22,66 @@ pub use adam::{Adam, AdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
+use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
+use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use crate::Device;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+
+static OPTIM_WGSL: Shader = Shader {
+    name: "optim",
+    source: include_str!("../../shaders/optim.wgsl"),
+};
+/// Adam: param, grad, exp_avg, exp_avg_sq.
+pub(crate) const ADAM: KernelSpec = KernelSpec {
+    shader: &OPTIM_WGSL,
+    entry: "adam",
+    storage: &[
+        (0, Access::ReadWrite),
+        (1, Access::Read),
+        (2, Access::ReadWrite),
+        (3, Access::ReadWrite),
+    ],
+    uniform: 5,
+};
+/// SGD without momentum: param, grad.
+pub(crate) const SGD_PLAIN: KernelSpec = KernelSpec {
+    shader: &OPTIM_WGSL,
+    entry: "sgd_plain",
+    storage: &[(0, Access::ReadWrite), (1, Access::Read)],
+    uniform: 6,
+};
+/// SGD with momentum: param, grad, momentum_buffer.
+pub(crate) const SGD_MOMENTUM: KernelSpec = KernelSpec {
+    shader: &OPTIM_WGSL,
+    entry: "sgd_momentum",
+    storage: &[
+        (0, Access::ReadWrite),
+        (1, Access::Read),
+        (2, Access::ReadWrite),
+    ],
+    uniform: 6,
+};
+/// RMSprop: param, grad, square_avg, grad_avg, momentum_buffer (dummies when unused).
+pub(crate) const RMSPROP: KernelSpec = KernelSpec {
+    shader: &OPTIM_WGSL,
+    entry: "rmsprop",
+    storage: &[
+        (0, Access::ReadWrite),
+        (1, Access::Read),
+        (2, Access::ReadWrite),
+        (3, Access::ReadWrite),
+        (4, Access::ReadWrite),
+    ],
+    uniform: 7,
+};
+
+/// A new 0-dim step counter. It lives on the host whatever the parameter's device.
+pub(crate) fn new_step_counter() -> Tensor {
+    Tensor::zeros((), &Device::Cpu)
+}
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
@@ -125,12 +184,12 @@ pub(crate) fn parse_state(
             ));
             continue;
         }
-        let shape = if name == "step" {
-            crate::tensor::Shape::from(())
+        let (shape, device) = if name == "step" {
+            (crate::tensor::Shape::from(()), Device::Cpu)
         } else {
-            p.shape().clone()
+            (p.shape().clone(), p.device())
         };
-        let copy = Tensor::from_vec_on(t.to_vec(), shape, &p.device())?;
+        let copy = Tensor::from_vec_on(t.try_to_vec()?, shape, &device)?;
         states[i]
             .get_or_insert_with(BTreeMap::new)
             .insert(name, copy);
@@ -164,25 +223,65 @@ pub(crate) fn decimal(x: f32) -> f64 {
 
 /// Adds one to a 0-dim step counter in place and returns the new count.
 pub(crate) fn increment_step(step: &Tensor) -> Result<f32> {
-    step.write_storage(|s| {
-        let c = &mut s.as_cpu_mut()[0];
-        *c += 1.0;
-        *c
-    })
+    let count = step.to_scalar()? + 1.0;
+    step.write_from_slice(&[count])?;
+    Ok(count)
 }
 
 /// Elements per parallel task of an update.
 const CHUNK: usize = 1 << 14;
 
-/// The fused update loop: calls `f(p, g, states)` over aligned chunks of the parameter data,
-/// its gradient and each state buffer (all of the parameter's length), in parallel for large
-/// tensors. `f` sees plain slices and updates `p` and `states` in place.
-pub(crate) fn fused_update(
+/// One optimizer kernel on the GPU: `spec` over `param` (written), `grad` and the state
+/// buffers (written), each of the parameter's length, with the parameter block `params`. A
+/// `None` state (one the configuration does not keep) is bound to a one-element dummy.
+pub(crate) fn gpu_update<P: bytemuck::Pod>(
+    op: &'static str,
+    spec: &KernelSpec,
+    params: &P,
     param: &Tensor,
     grad: &Tensor,
-    states: &[&Tensor],
-    f: impl Fn(&mut [f32], &[f32], &mut [&mut [f32]]) + Sync,
+    states: &[Option<&Tensor>],
 ) -> Result<()> {
+    let kept: Vec<&Tensor> = states.iter().flatten().copied().collect();
+    check_update_shapes(param, grad, &kept)?;
+    let Device::Gpu(dev) = param.device() else {
+        return Err(Error::invalid(op, "gpu_update on a CPU tensor"));
+    };
+    for t in std::iter::once(grad).chain(kept.iter().copied()) {
+        param.check_same_device(op, t)?;
+    }
+    // The gradient is read while the parameter is written: never the same buffer.
+    let grad = if grad.same_storage(param) {
+        Tensor::from_vec_on(grad.try_to_vec()?, grad.shape().clone(), &grad.device())?
+    } else {
+        grad.clone()
+    };
+    let g_guard = grad.storage();
+    let state_guards: Vec<_> = states.iter().map(|t| t.map(|t| t.storage())).collect();
+    let dummies: Vec<_> = states
+        .iter()
+        .map(|t| t.is_none().then(|| dev.alloc(op, 1)))
+        .collect();
+    // The parameter is written in place through write_storage, which refuses a tensor that a
+    // recorded graph still needs. (The states are the optimizer's own leaves.)
+    param.write_storage(|p| {
+        let Storage::Gpu(p) = p else {
+            unreachable!("device checked above")
+        };
+        let mut bufs = vec![&*p, g_guard.as_gpu().expect("same device")];
+        for (s, d) in state_guards.iter().zip(&dummies) {
+            match (s, d) {
+                (Some(s), _) => bufs.push(s.as_gpu().expect("same device")),
+                (None, Some(d)) => bufs.push(d),
+                (None, None) => unreachable!("a dummy per missing state"),
+            }
+        }
+        dev.dispatch(op, spec, &[], params, &bufs, groups_for(p.len(), WORKGROUP));
+        dev.check(op)
+    })?
+}
+
+fn check_update_shapes(param: &Tensor, grad: &Tensor, states: &[&Tensor]) -> Result<()> {
     if grad.shape() != param.shape() {
         return Err(Error::shape_mismatch(
             "optimizer step",
@@ -197,6 +296,19 @@ pub(crate) fn fused_update(
             bad.shape(),
         ));
     }
+    Ok(())
+}
+
+/// The fused update loop: calls `f(p, g, states)` over aligned chunks of the parameter data,
+/// its gradient and each state buffer (all of the parameter's length), in parallel for large
+/// tensors. `f` sees plain slices and updates `p` and `states` in place.
+pub(crate) fn fused_update(
+    param: &Tensor,
+    grad: &Tensor,
+    states: &[&Tensor],
+    f: impl Fn(&mut [f32], &[f32], &mut [&mut [f32]]) + Sync,
+) -> Result<()> {
+    check_update_shapes(param, grad, states)?;
     // The gradient is read while the parameter is written: never the same buffer.
     let grad = if grad.same_storage(param) {
         Tensor::from_vec_on(grad.to_vec(), grad.shape().clone(), &grad.device())?

@@ -20,7 +20,8 @@
 //! (centered).
 
 use super::{clear_grads, decimal, fused_update, increment_step, parse_state, state_entries};
-use super::{Optimizer, ParamState};
+use super::{gpu_update, new_step_counter, Optimizer, ParamState, RMSPROP};
+use crate::backend::gpu::params::RmsPropParams;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -112,7 +113,7 @@ impl Optimizer for RmsProp {
                     .iter()
                     .map(|&n| {
                         let t = if n == "step" {
-                            Tensor::zeros((), &p.device())
+                            new_step_counter()
                         } else {
                             p.zeros_like()
                         };
@@ -129,6 +130,28 @@ impl Optimizer for RmsProp {
             }
             if momentum > 0.0 {
                 bufs.push(&st["momentum_buffer"]);
+            }
+            if p.device().is_gpu() {
+                let params = RmsPropParams {
+                    n: p.elem_count() as u32,
+                    lr,
+                    alpha,
+                    w,
+                    eps,
+                    wd,
+                    momentum,
+                    centered: centered as u32,
+                    has_momentum: (momentum > 0.0) as u32,
+                    ..Default::default()
+                };
+                // Binding order: square_avg, grad_avg, momentum_buffer (dummies if not kept).
+                let states = [
+                    Some(&st["square_avg"]),
+                    centered.then(|| &st["grad_avg"]),
+                    (momentum > 0.0).then(|| &st["momentum_buffer"]),
+                ];
+                gpu_update("rmsprop", &RMSPROP, &params, p, &g, &states)?;
+                continue;
             }
             fused_update(p, &g, &bufs, |p, g, s| {
                 let (sq, rest) = s.split_first_mut().expect("square_avg");

@@ -13,7 +13,8 @@
 //! State name: `momentum_buffer` (only with momentum != 0; PyTorch keeps `None` otherwise).
 
 use super::{clear_grads, decimal, fused_update, parse_state, state_entries};
-use super::{Optimizer, ParamState};
+use super::{gpu_update, Optimizer, ParamState, SGD_MOMENTUM, SGD_PLAIN};
+use crate::backend::gpu::params::SgdParams;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -90,7 +91,22 @@ impl Optimizer for Sgd {
         }
         for (p, st) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = p.grad() else { continue };
+            let keep = (1.0 - decimal(dampening)) as f32;
+            let gpu_params = |first: bool| SgdParams {
+                n: p.elem_count() as u32,
+                lr,
+                momentum,
+                keep,
+                wd,
+                nesterov: nesterov as u32,
+                first: first as u32,
+                pad0: 0,
+            };
             if momentum == 0.0 {
+                if p.device().is_gpu() {
+                    gpu_update("sgd", &SGD_PLAIN, &gpu_params(false), p, &g, &[])?;
+                    continue;
+                }
                 fused_update(p, &g, &[], |p, g, _| {
                     for j in 0..p.len() {
                         let gj = if wd != 0.0 { g[j] + wd * p[j] } else { g[j] };
@@ -102,7 +118,11 @@ impl Optimizer for Sgd {
             let first = st.is_none();
             let st =
                 st.get_or_insert_with(|| BTreeMap::from([("momentum_buffer", p.zeros_like())]));
-            let keep = (1.0 - decimal(dampening)) as f32;
+            if p.device().is_gpu() {
+                let states = [Some(&st["momentum_buffer"])];
+                gpu_update("sgd", &SGD_MOMENTUM, &gpu_params(first), p, &g, &states)?;
+                continue;
+            }
             fused_update(p, &g, &[&st["momentum_buffer"]], |p, g, s| {
                 let [buf] = s else { unreachable!() };
                 for j in 0..p.len() {

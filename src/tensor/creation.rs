@@ -29,9 +29,22 @@ impl Tensor {
 
     /// Like [`Tensor::from_vec`], then moved to `device`.
     pub fn from_vec_on(data: Vec<f32>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
-        let t = Tensor::from_vec(data, shape)?;
         match device {
-            Device::Cpu => Ok(t),
+            Device::Cpu => Tensor::from_vec(data, shape),
+            Device::Gpu(g) => {
+                let shape = shape.into();
+                if data.len() != shape.elem_count() {
+                    return Err(Error::ElementCount {
+                        op: "from_vec",
+                        shape: shape.clone(),
+                        got: data.len(),
+                        want: shape.elem_count(),
+                    });
+                }
+                let storage = Storage::Gpu(g.upload("from_vec", &data));
+                pool::recycle(data);
+                Tensor::from_storage(storage, shape)
+            }
         }
     }
 
@@ -40,12 +53,24 @@ impl Tensor {
         Tensor::from_vec(vec![value], ()).expect("one element for a scalar")
     }
 
-    /// A tensor filled with `value`.
+    /// A tensor filled with `value` (on a GPU, by a fill kernel).
     pub fn full(value: f32, shape: impl Into<Shape>, device: &Device) -> Tensor {
         let shape = shape.into();
-        let mut data = pool::take(shape.elem_count());
-        data.fill(value);
-        Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")
+        let storage = match device {
+            Device::Cpu => {
+                let mut data = pool::take(shape.elem_count());
+                data.fill(value);
+                Storage::Cpu(data)
+            }
+            // Filled by a kernel: nothing crosses from the host.
+            Device::Gpu(g) => Storage::Gpu(crate::ops::inplace::fill_gpu(
+                g,
+                "full",
+                shape.elem_count(),
+                value,
+            )),
+        };
+        Tensor::from_storage(storage, shape).expect("element count matches by construction")
     }
 
     /// All zeros.
@@ -68,7 +93,8 @@ impl Tensor {
         Tensor::ones(self.shape().clone(), &self.device())
     }
 
-    /// Uniform samples in [lo, hi) from the engine's RNG (reproducible for a given state).
+    /// Uniform samples in [lo, hi) from the engine's RNG (reproducible for a given state). The
+    /// numbers are drawn on the host (the same sequence on every device) and uploaded.
     pub fn rand_uniform(
         lo: f32,
         hi: f32,

@@ -162,12 +162,19 @@ impl Tensor {
         Ok(f(&mut guard))
     }
 
-    /// Copies the data out to host memory, row-major.
+    /// Copies the data out to host memory, row-major. On a GPU this waits for the queued
+    /// work; should the GPU fail, the values are NaN and the error is kept for the device's
+    /// next check ([`Tensor::try_to_vec`] returns it instead).
     pub fn to_vec(&self) -> Vec<f32> {
         self.storage().to_vec()
     }
 
-    /// The single value of a one-element tensor.
+    /// Copies the data out to host memory, or returns the GPU error that prevented it.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        self.storage().try_to_vec()
+    }
+
+    /// The single value of a one-element tensor (on a GPU, the one read back to the host).
     pub fn to_scalar(&self) -> Result<f32> {
         if self.elem_count() != 1 {
             return Err(Error::bad_shape(
@@ -176,14 +183,26 @@ impl Tensor {
                 "expected exactly one element",
             ));
         }
-        Ok(self.to_vec()[0])
+        Ok(self.try_to_vec()?[0])
     }
 
     /// Moves (copies) the tensor to `device`. The result is a leaf: no autodiff history.
+    ///
+    /// ```
+    /// use ganforge::{Device, Tensor};
+    /// let t = Tensor::from_vec(vec![1.0, 2.0], [2]).unwrap();
+    /// let (dev, _why) = Device::auto(); // the GPU if there is one
+    /// let back = t.to_device(&dev).unwrap().to_device(&Device::Cpu).unwrap();
+    /// assert_eq!(back.to_vec(), vec![1.0, 2.0]);
+    /// ```
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Tensor::from_storage(Storage::Cpu(self.to_vec()), self.shape().clone()),
-        }
+        let storage = match (&*self.storage(), device) {
+            (s, Device::Cpu) => Storage::Cpu(s.try_to_vec()?),
+            (Storage::Cpu(v), Device::Gpu(g)) => Storage::Gpu(g.upload("to_device", v)),
+            (Storage::Gpu(b), Device::Gpu(g)) if b.device() == g => Storage::Gpu(b.clone()),
+            (Storage::Gpu(b), Device::Gpu(g)) => Storage::Gpu(g.upload("to_device", &b.to_vec()?)),
+        };
+        Tensor::from_storage(storage, self.shape().clone())
     }
 
     // ---- autodiff flags ------------------------------------------------------------------

@@ -1,0 +1,133 @@
+// Batched matrix product (src/ops/matmul.rs), tiled in workgroup memory with register blocking.
+//
+// Buffers (per batch entry b; batch dims broadcast through per-operand batch strides):
+//   lhs: [M, K] row-major, or [K, M] when LHS_T (stored transposed)
+//   rhs: [K, N] row-major, or [N, K] when RHS_T
+//   out: [batch, M, N]
+// Index formula: out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]
+//   with A[m, k] = lhs[m * K + k] (or lhs[k * M + m]), B[k, n] = rhs[k * N + n] (or rhs[n * K + k]).
+//
+// Tiling: a workgroup of 16 x 16 threads computes a 64 x 64 block of out; each thread holds a
+// 4 x 4 block of accumulators in registers (rows ty + 16 i, columns tx + 16 j, so neighbouring
+// threads touch neighbouring columns). K is walked in steps of 16: the workgroup stages a
+// 64 x 16 slice of A and a 16 x 64 slice of B in workgroup memory (8 KiB), each thread loading
+// 4 + 4 elements with consecutive threads on consecutive addresses of whichever layout the
+// operand has; then every thread does 16 x 4 x 4 multiply-adds from workgroup memory.
+// Dispatch: (ceil(N / 64), ceil(M / 64), batch).
+
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_rank: u32,
+    batch_dims: vec4<u32>,
+    lhs_batch_strides: vec4<u32>,
+    rhs_batch_strides: vec4<u32>,
+}
+
+override LHS_T: bool = false;
+override RHS_T: bool = false;
+
+@group(0) @binding(0) var<storage, read> lhs: array<f32>;
+@group(0) @binding(1) var<storage, read> rhs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: MatmulParams;
+
+const TILE_M: u32 = 64u;
+const TILE_N: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+// a_tile[kk * TILE_M + mm] = A[row0 + mm, k0 + kk];  b_tile[kk * TILE_N + nn] = B[k0 + kk, col0 + nn]
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> b_tile: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(workgroup_id) wid: vec3<u32>) {
+    // Offsets of this batch entry's matrices (stride 0 on broadcast batch dims).
+    let batch = wid.z;
+    var rem = batch;
+    var a_mat = 0u;
+    var b_mat = 0u;
+    for (var d = p.batch_rank; d > 0u; d--) {
+        let size = p.batch_dims[d - 1u];
+        let idx = rem % size;
+        rem = rem / size;
+        a_mat += idx * p.lhs_batch_strides[d - 1u];
+        b_mat += idx * p.rhs_batch_strides[d - 1u];
+    }
+    let a_base = a_mat * p.m * p.k;
+    let b_base = b_mat * p.k * p.n;
+    let row0 = wid.y * TILE_M;
+    let col0 = wid.x * TILE_N;
+    let t = lid.y * 16u + lid.x;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = t + r * 256u;
+            // A element (mm, kk) of the tile; consecutive e run along A's contiguous axis.
+            var mm = e / TILE_K;
+            var kk = e % TILE_K;
+            if (LHS_T) {
+                kk = e / TILE_M;
+                mm = e % TILE_M;
+            }
+            let gm = row0 + mm;
+            let gk = k0 + kk;
+            var a = 0.0;
+            if (gm < p.m && gk < p.k) {
+                if (LHS_T) {
+                    a = lhs[a_base + gk * p.m + gm];
+                } else {
+                    a = lhs[a_base + gm * p.k + gk];
+                }
+            }
+            a_tile[kk * TILE_M + mm] = a;
+            // B element (kb, nn).
+            var kb = e / TILE_N;
+            var nn = e % TILE_N;
+            if (RHS_T) {
+                nn = e / TILE_K;
+                kb = e % TILE_K;
+            }
+            let gn = col0 + nn;
+            let gkb = k0 + kb;
+            var b = 0.0;
+            if (gkb < p.k && gn < p.n) {
+                if (RHS_T) {
+                    b = rhs[b_base + gn * p.k + gkb];
+                } else {
+                    b = rhs[b_base + gkb * p.n + gn];
+                }
+            }
+            b_tile[kb * TILE_N + nn] = b;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = a_tile[kk * TILE_M + lid.y + 16u * i];
+                b[i] = b_tile[kk * TILE_N + lid.x + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+        // Everyone is done reading the tiles before the next slice overwrites them.
+        workgroupBarrier();
+    }
+    let out_base = batch * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) {
+        let gm = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let gn = col0 + lid.x + 16u * j;
+            if (gm < p.m && gn < p.n) {
+                out[out_base + gm * p.n + gn] = acc[i][j];
+            }
+        }
+    }
+}
