@@ -31,7 +31,16 @@ fn gemm(c: &mut Criterion) {
 }
 
 /// (name, N, C_in, H, C_out, k, stride, padding)
-type ConvShape = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+type ConvShape = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 const CONVS: [ConvShape; 4] = [
     ("W1 D.c1 1->64 28->14", 64, 1, 28, 64, 4, 2, 1),
@@ -51,11 +60,26 @@ fn conv2d(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     let mut rng = Rng::new(2);
     for (name, n, ci, h, co, k, s, p) in CONVS {
-        let params = Conv2dParams { stride: s, padding: p };
+        let params = Conv2dParams {
+            stride: s,
+            padding: p,
+        };
         let oh = params.out_size(h, k).unwrap();
         let flops = 2 * (n * co * oh * oh * ci * k * k) as u64;
-        let x = leaf(Tensor::randn(0.0, 1.0, [n, ci, h, h], &mut rng, &Device::Cpu));
-        let w = leaf(Tensor::randn(0.0, 0.02, [co, ci, k, k], &mut rng, &Device::Cpu));
+        let x = leaf(Tensor::randn(
+            0.0,
+            1.0,
+            [n, ci, h, h],
+            &mut rng,
+            &Device::Cpu,
+        ));
+        let w = leaf(Tensor::randn(
+            0.0,
+            0.02,
+            [co, ci, k, k],
+            &mut rng,
+            &Device::Cpu,
+        ));
         group.throughput(Throughput::Elements(flops));
         group.bench_function(BenchmarkId::new("fwd", name), |b| {
             b.iter(|| x.detach().conv2d(&w.detach(), params).unwrap())
@@ -66,7 +90,13 @@ fn conv2d(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("bwd dx+dw", name), |b| {
             b.iter(|| {
                 let inputs = [x.clone(), w.clone()];
-                autograd::grad(std::slice::from_ref(&y), Some(std::slice::from_ref(&g)), &inputs, false).unwrap()
+                autograd::grad(
+                    std::slice::from_ref(&y),
+                    Some(std::slice::from_ref(&g)),
+                    &inputs,
+                    false,
+                )
+                .unwrap()
             })
         });
     }
@@ -83,8 +113,20 @@ fn conv_transpose2d(c: &mut Criterion) {
             output_padding: [0, 0],
         };
         let flops = 2 * (n * ci * h * h * co * k * k) as u64;
-        let x = leaf(Tensor::randn(0.0, 1.0, [n, ci, h, h], &mut rng, &Device::Cpu));
-        let w = leaf(Tensor::randn(0.0, 0.02, [ci, co, k, k], &mut rng, &Device::Cpu));
+        let x = leaf(Tensor::randn(
+            0.0,
+            1.0,
+            [n, ci, h, h],
+            &mut rng,
+            &Device::Cpu,
+        ));
+        let w = leaf(Tensor::randn(
+            0.0,
+            0.02,
+            [ci, co, k, k],
+            &mut rng,
+            &Device::Cpu,
+        ));
         group.throughput(Throughput::Elements(flops));
         group.bench_function(BenchmarkId::new("fwd", name), |b| {
             b.iter(|| x.detach().conv_transpose2d(&w.detach(), params).unwrap())
@@ -95,7 +137,13 @@ fn conv_transpose2d(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("bwd dx+dw", name), |b| {
             b.iter(|| {
                 let inputs = [x.clone(), w.clone()];
-                autograd::grad(std::slice::from_ref(&y), Some(std::slice::from_ref(&g)), &inputs, false).unwrap()
+                autograd::grad(
+                    std::slice::from_ref(&y),
+                    Some(std::slice::from_ref(&g)),
+                    &inputs,
+                    false,
+                )
+                .unwrap()
             })
         });
     }
@@ -107,19 +155,34 @@ fn batch_norm(c: &mut Criterion) {
     let mut rng = Rng::new(4);
     for (c_n, h) in [(256usize, 7usize), (128, 14), (64, 32)] {
         let name = format!("[64, {c_n}, {h}, {h}]");
-        let x = leaf(Tensor::randn(0.0, 1.0, [64, c_n, h, h], &mut rng, &Device::Cpu));
+        let x = leaf(Tensor::randn(
+            0.0,
+            1.0,
+            [64, c_n, h, h],
+            &mut rng,
+            &Device::Cpu,
+        ));
         let gamma = leaf(Tensor::ones(c_n, &Device::Cpu));
         let beta = leaf(Tensor::zeros(c_n, &Device::Cpu));
         let bn = |x: &Tensor| {
-            x.batch_norm(None, Some(&gamma), Some(&beta), true, BatchNormParams::default())
-                .unwrap()
+            x.batch_norm(
+                None,
+                Some(&gamma),
+                Some(&beta),
+                true,
+                BatchNormParams::default(),
+            )
+            .unwrap()
         };
         group.throughput(Throughput::Elements((64 * c_n * h * h) as u64));
-        group.bench_function(BenchmarkId::new("fwd", &name), |b| b.iter(|| bn(&x.detach())));
+        group.bench_function(BenchmarkId::new("fwd", &name), |b| {
+            b.iter(|| bn(&x.detach()))
+        });
         group.bench_function(BenchmarkId::new("fwd+bwd", &name), |b| {
             b.iter(|| {
                 let y = bn(&x).sum_all().unwrap();
-                autograd::grad(&[y], None, &[x.clone(), gamma.clone(), beta.clone()], false).unwrap()
+                autograd::grad(&[y], None, &[x.clone(), gamma.clone(), beta.clone()], false)
+                    .unwrap()
             })
         });
     }
