@@ -93,7 +93,7 @@ pub(crate) struct Context {
     error: Arc<Mutex<Option<Error>>>,
     /// Submit after every dispatch (`GANFORGE_GPU_SYNC=1`).
     sync: bool,
-    /// Print every dispatch (`GANFORGE_TRACE=1`).
+    /// Print every dispatch (`GANFORGE_TRACE=1`); with `GANFORGE_GPU_SYNC=1` also its time.
     trace: bool,
     /// Submit once this many dispatches are recorded (`GANFORGE_GPU_BATCH`, default 256).
     max_pending: usize,
@@ -437,15 +437,15 @@ impl Context {
                 msg,
             });
         }
-        if self.trace {
-            eprintln!(
-                "[gpu] {op:<20} {:<48} groups {}x{}x{}",
+        let trace = self.trace.then(|| {
+            format!(
+                "[gpu] {op:<20} {:<44} groups {}x{}x{}",
                 spec.key(constants),
                 groups[0],
                 groups[1],
                 groups[2]
-            );
-        }
+            )
+        });
         let align = self.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
         let mut batch = self.batch.lock().unwrap();
         let offset = batch.params.len().next_multiple_of(align);
@@ -461,8 +461,22 @@ impl Context {
         if batch.ops.last() != Some(&op) {
             batch.ops.push(op);
         }
-        if self.sync || batch.dispatches >= self.max_pending {
+        if self.sync {
+            // Submit now; when tracing, wait for the GPU too, so the line can say how long
+            // this one dispatch took.
+            let t = std::time::Instant::now();
             self.flush_locked(op, &mut batch);
+            if let Some(line) = trace {
+                let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+                eprintln!("{line} {:8.3} ms", t.elapsed().as_secs_f64() * 1e3);
+            }
+        } else {
+            if let Some(line) = trace {
+                eprintln!("{line}");
+            }
+            if batch.dispatches >= self.max_pending {
+                self.flush_locked(op, &mut batch);
+            }
         }
     }
 
