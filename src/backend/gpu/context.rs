@@ -15,6 +15,43 @@ thread_local! {
     /// wgpu's error scopes: a failing op on one thread is reported on that thread, not by an
     /// unrelated op on another that shares the device.
     static KEPT: RefCell<Option<Error>> = const { RefCell::new(None) };
+    /// Host <-> GPU copies made by this thread.
+    static TRANSFERS: std::cell::Cell<TransferStats> = const {
+        std::cell::Cell::new(TransferStats { uploads: 0, upload_bytes: 0, readbacks: 0, readback_bytes: 0 })
+    };
+}
+
+/// Counts of the copies between host and GPU made by the calling thread (uploads of host data,
+/// readbacks to the host), to check that a training step keeps its tensors on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Host-to-GPU copies (`from_vec_on`, `to_device`, random tensors, index lists).
+    pub uploads: u64,
+    /// Bytes uploaded.
+    pub upload_bytes: u64,
+    /// GPU-to-host copies (`to_vec`, `to_scalar`, argmax for a recorded max).
+    pub readbacks: u64,
+    /// Bytes read back.
+    pub readback_bytes: u64,
+}
+
+/// The calling thread's transfer counters since it started.
+pub fn transfer_stats() -> TransferStats {
+    TRANSFERS.with(|t| t.get())
+}
+
+fn count(upload: bool, bytes: u64) {
+    TRANSFERS.with(|t| {
+        let mut s = t.get();
+        if upload {
+            s.uploads += 1;
+            s.upload_bytes += bytes;
+        } else {
+            s.readbacks += 1;
+            s.readback_bytes += bytes;
+        }
+        t.set(s);
+    });
 }
 use wgpu::util::DeviceExt;
 
@@ -246,6 +283,7 @@ impl Context {
         if bytes.is_empty() {
             return;
         }
+        count(true, bytes.len() as u64);
         let staging = self.scoped(op, "uploading", || {
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -594,6 +632,7 @@ impl Context {
         if size == 0 {
             return Ok(Vec::new());
         }
+        count(false, size);
         let staging = {
             let mut batch = self.batch.lock().unwrap();
             self.flush_locked(op, &mut batch);

@@ -28,7 +28,7 @@ mod kernel;
 pub mod params;
 mod pool;
 
-pub use context::GpuInfo;
+pub use context::{transfer_stats, GpuInfo, TransferStats};
 pub use kernel::{Access, KernelSpec, Shader};
 
 use crate::error::{Error, GpuErrorKind, Result};
