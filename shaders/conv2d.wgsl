@@ -13,7 +13,9 @@
 //   dw[co, k] = sum_q gy[n, co, oh, ow] * X[k, q]
 //
 // Tiling as matmul.wgsl: 16 x 16 threads, a 64 x 64 output block per workgroup, 4 x 4
-// accumulators per thread, K in slices of 16 staged in workgroup memory.
+// accumulators per thread, K in slices of 16 staged in workgroup memory. Index arithmetic is
+// kept out of the inner loops: each thread's column index is decomposed once, and each K
+// slice's 16 indices once per slice into `k_tab`.
 // Dispatch: (ceil(GEMM N / 64), ceil(GEMM M / 64), 1).
 
 struct ConvParams {
@@ -43,24 +45,10 @@ const TILE_K: u32 = 16u;
 
 var<workgroup> a_tile: array<f32, 1024>; // [TILE_K][TILE_M]
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_K][TILE_N]
-
-// X[k, q]: the input pixel under kernel tap k = (ci, kh, kw) for output position q = (n, oh, ow).
-fn column(k: u32, q: u32) -> f32 {
-    let khw = p.kh * p.kw;
-    let ci = k / khw;
-    let kh = (k % khw) / p.kw;
-    let kw = k % p.kw;
-    let ohw = p.oh * p.ow;
-    let n = q / ohw;
-    let oh = (q % ohw) / p.ow;
-    let ow = q % p.ow;
-    let ih = i32(oh * p.stride + kh) - i32(p.padding);
-    let iw = i32(ow * p.stride + kw) - i32(p.padding);
-    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
-        return 0.0;
-    }
-    return x[((n * p.c_in + ci) * p.h + u32(ih)) * p.w + u32(iw)];
-}
+// Per K-slice lookup table: the 16 values of the slice's K index, decomposed once by 16
+// threads instead of by every load (integer division is slow on GPUs, slower still on
+// lavapipe, which emulates it lane by lane).
+var<workgroup> k_tab: array<vec4<i32>, 16>;
 
 // acc += a_tile^T-slice x b_tile-slice for this thread's 4 x 4 block.
 fn multiply_tiles(acc: ptr<function, array<array<f32, 4>, 4>>, lid: vec3<u32>) {
@@ -79,17 +67,44 @@ fn multiply_tiles(acc: ptr<function, array<array<f32, 4>, 4>>, lid: vec3<u32>) {
     }
 }
 
+// The input pixel at (ih, iw) of the image plane starting at `plane`, or 0 in the padding.
+fn pixel(plane: u32, ih: i32, iw: i32) -> f32 {
+    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+        return 0.0;
+    }
+    return x[plane + u32(ih) * p.w + u32(iw)];
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(workgroup_id) wid: vec3<u32>) {
     let gemm_m = p.c_out;
     let gemm_n = p.n * p.oh * p.ow;
-    let gemm_k = p.c_in * p.kh * p.kw;
+    let khw = p.kh * p.kw;
+    let gemm_k = p.c_in * khw;
+    let hw = p.h * p.w;
+    let ohw = p.oh * p.ow;
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
     let t = lid.y * 16u + lid.x;
+    // This thread always loads column q = col0 + t % 64 of X: decompose it once.
+    let q = col0 + t % TILE_N;
+    let n = q / ohw;
+    let oh = (q % ohw) / p.ow;
+    let ow = q % p.ow;
+    let image = n * p.c_in * hw;
+    let ih0 = i32(oh * p.stride) - i32(p.padding);
+    let iw0 = i32(ow * p.stride) - i32(p.padding);
     var acc: array<array<f32, 4>, 4>;
     for (var k0 = 0u; k0 < gemm_k; k0 += TILE_K) {
+        // k = (ci, kh, kw) -> (offset of channel ci's plane, kh, kw, in range)
+        if (t < TILE_K) {
+            let k = k0 + t;
+            let ci = k / khw;
+            let kh = (k % khw) / p.kw;
+            k_tab[t] = vec4<i32>(i32(ci * hw), i32(kh), i32(k % p.kw), select(0, 1, k < gemm_k));
+        }
+        workgroupBarrier();
         for (var r = 0u; r < 4u; r++) {
             let e = t + r * 256u;
             // weight[co, k]: contiguous along k.
@@ -100,27 +115,25 @@ fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                 a = a_src[(row0 + mm) * gemm_k + k0 + kk];
             }
             a_tile[kk * TILE_M + mm] = a;
-            // X[k, q]: consecutive threads take consecutive q (neighbouring ow).
+            // X[k, q] for this thread's q and k = k0 + t / 64 + 4 r.
             let kb = e / TILE_N;
-            let nn = e % TILE_N;
+            let tab = k_tab[kb];
             var b = 0.0;
-            if (k0 + kb < gemm_k && col0 + nn < gemm_n) {
-                b = column(k0 + kb, col0 + nn);
+            if (tab.w == 1 && q < gemm_n) {
+                b = pixel(image + u32(tab.x), ih0 + tab.y, iw0 + tab.z);
             }
-            b_tile[kb * TILE_N + nn] = b;
+            b_tile[kb * TILE_N + e % TILE_N] = b;
         }
         workgroupBarrier();
         multiply_tiles(&acc, lid);
         workgroupBarrier();
     }
-    let ohw = p.oh * p.ow;
     for (var i = 0u; i < 4u; i++) {
         let co = row0 + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {
-            let q = col0 + lid.x + 16u * j;
-            if (co < gemm_m && q < gemm_n) {
-                let n = q / ohw;
-                out[(n * p.c_out + co) * ohw + q % ohw] = acc[i][j];
+            let qo = col0 + lid.x + 16u * j;
+            if (co < gemm_m && qo < gemm_n) {
+                out[((qo / ohw) * p.c_out + co) * ohw + qo % ohw] = acc[i][j];
             }
         }
     }
@@ -130,33 +143,63 @@ fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
 fn conv2d_weight_grad(@builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(workgroup_id) wid: vec3<u32>) {
     let gemm_m = p.c_out;
-    let gemm_n = p.c_in * p.kh * p.kw;
-    let gemm_k = p.n * p.oh * p.ow;
+    let khw = p.kh * p.kw;
+    let gemm_n = p.c_in * khw;
     let ohw = p.oh * p.ow;
+    let gemm_k = p.n * ohw;
+    let hw = p.h * p.w;
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
     let t = lid.y * 16u + lid.x;
+    // This thread loads columns k = col0 + t / 16 + 16 r (r < 4) of dW: decompose them once.
+    var col_off: array<u32, 4>;
+    var col_kh: array<i32, 4>;
+    var col_kw: array<i32, 4>;
+    for (var r = 0u; r < 4u; r++) {
+        let k = col0 + t / TILE_K + 16u * r;
+        col_off[r] = (k / khw) * hw;
+        col_kh[r] = i32((k % khw) / p.kw);
+        col_kw[r] = i32(k % p.kw);
+    }
     var acc: array<array<f32, 4>, 4>;
     for (var k0 = 0u; k0 < gemm_k; k0 += TILE_K) {
+        // q = (n, oh, ow) -> (gy offset, image offset, oh*s - p, ow*s - p); 0 in .y marks
+        // nothing (q past the end).
+        if (t < TILE_K) {
+            let qq = k0 + t;
+            let n = qq / ohw;
+            let pos = qq % ohw;
+            let oh = pos / p.ow;
+            let ow = pos % p.ow;
+            if (qq < gemm_k) {
+                k_tab[t] = vec4<i32>(
+                    i32(n * p.c_out * ohw + pos),
+                    i32(n * p.c_in * hw) + 1,
+                    i32(oh * p.stride) - i32(p.padding),
+                    i32(ow * p.stride) - i32(p.padding),
+                );
+            } else {
+                k_tab[t] = vec4<i32>(0, 0, 0, 0);
+            }
+        }
+        workgroupBarrier();
+        let kk = t % TILE_K;
+        let tab = k_tab[kk];
         for (var r = 0u; r < 4u; r++) {
-            let e = t + r * 256u;
-            // gy[n, co, oh, ow] as A[co, q]: contiguous along q within one image.
-            let mm = e / TILE_K;
-            let kk = e % TILE_K;
+            // gy[n, co, oh, ow] as A[co, q].
+            let mm = t / TILE_K + 16u * r;
             var a = 0.0;
-            let q = k0 + kk;
-            if (row0 + mm < gemm_m && q < gemm_k) {
-                a = a_src[((q / ohw) * p.c_out + row0 + mm) * ohw + q % ohw];
+            if (row0 + mm < gemm_m && tab.y != 0) {
+                a = a_src[u32(tab.x) + (row0 + mm) * ohw];
             }
             a_tile[kk * TILE_M + mm] = a;
-            // X[k, q] read as B[q, k]: consecutive threads take consecutive q.
-            let nn = e / TILE_K;
-            let kb = e % TILE_K;
+            // X[k, q] read as B[q, k].
+            let nn = t / TILE_K + 16u * r;
             var b = 0.0;
-            if (k0 + kb < gemm_k && col0 + nn < gemm_n) {
-                b = column(col0 + nn, k0 + kb);
+            if (tab.y != 0 && col0 + nn < gemm_n) {
+                b = pixel(u32(tab.y - 1) + col_off[r], tab.z + col_kh[r], tab.w + col_kw[r]);
             }
-            b_tile[kb * TILE_N + nn] = b;
+            b_tile[kk * TILE_N + nn] = b;
         }
         workgroupBarrier();
         multiply_tiles(&acc, lid);

@@ -4,15 +4,20 @@
 // Shapes: x: [N, C_in, H, W], weight: [C_in, C_out, KH, KW] (PyTorch's layout),
 //   out: [N, C_out, OH, OW], OH = (H - 1) * stride - 2 * padding + KH + output_padding.
 // Scatter form (the definition): out[n, co, ih*s - p + kh, iw*s - p + kw] += x[n, ci, ih, iw] * w[ci, co, kh, kw]
-// Gather form used here: for output (oh, ow) and tap (kh, kw), t = oh + p - kh must be a
-//   multiple of s with ih = t / s in [0, H) (likewise for w); otherwise the tap adds nothing.
-// GEMM M = C_out, N = N*OH*OW, K = C_in*KH*KW, with k = (ci, kh, kw), q = (n, oh, ow):
-//   out[n, co, oh, ow] = sum_k weight[ci, co, kh, kw] * X[k, q],
-//   X[k, q] = x[n, ci, (oh + p - kh) / s, (ow + p - kw) / s] where that is a valid tap, else 0.
-// For stride s, only 1 / s^2 of the taps are valid: simple, and correct for any geometry.
+// Gather form: tap kh reaches output row oh from input row ih = (oh + p - kh) / s only when
+//   oh + p - kh is a multiple of s (and 0 <= ih < H); likewise for columns.
 //
-// Tiling as matmul.wgsl: 16 x 16 threads, 64 x 64 outputs per workgroup, 4 x 4 per thread.
-// Dispatch: (ceil(N*OH*OW / 64), ceil(C_out / 64), 1).
+// Stride phases: the taps that reach row oh are those with kh = (oh + p) mod s + a * s. So the
+// output splits into s * s phases (ph, pw) = ((oh + p) mod s, (ow + p) mod s), and within one
+// phase every output pixel uses the same taps. Each phase is its own GEMM (workgroup_id.z):
+//   M = C_out, N = N * |rows of phase ph| * |cols of phase pw|, K = C_in * |kh = ph + a s| * |kw = pw + b s|
+//   out[n, co, oh, ow] = sum_{ci, a, b} weight[ci, co, ph + a s, pw + b s] * x[n, ci, ih, iw],
+//   ih = (oh + p - ph) / s - a  (0 outside the input).
+// Without phases, 1 - 1/s^2 of the GEMM's multiply-adds would be by zero (3/4 at stride 2).
+//
+// Tiling as matmul.wgsl: 16 x 16 threads, 64 x 64 outputs per workgroup, 4 x 4 per thread;
+// each thread's column is decomposed once, each K slice's indices once into `k_tab`.
+// Dispatch: (ceil(N * ceil(OH/s) * ceil(OW/s) / 64), ceil(C_out / 64), s * s).
 
 struct ConvParams {
     n: u32,
@@ -40,92 +45,122 @@ const TILE_K: u32 = 16u;
 
 var<workgroup> a_tile: array<f32, 1024>; // [TILE_K][TILE_M]
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_K][TILE_N]
+// Per K-slice lookup table (decomposed once by 16 threads, not by every load):
+// k = (ci, a, b) -> (offset of x's channel plane ci, a, b, offset of w[ci, 0, kh, kw]).
+var<workgroup> k_tab: array<vec4<i32>, 16>;
 
-// The input index along one axis that tap k sends to output position o, or -1 if none.
-fn source(o: u32, k: u32, size: u32) -> i32 {
-    let t = i32(o + p.padding) - i32(k);
-    if (t < 0 || t % i32(p.stride) != 0) {
-        return -1;
-    }
-    let i = t / i32(p.stride);
-    if (i >= i32(size)) {
-        return -1;
-    }
-    return i;
+// One stride phase along one axis: output positions o = first + i * s (i < count) all use the
+// taps k = phase + a * s (a < taps); the input row for (i, a) is base + i - a.
+struct Phase {
+    first: u32,
+    count: u32,
+    taps: u32,
+    base: i32,
 }
 
-fn column(k: u32, q: u32) -> f32 {
-    let khw = p.kh * p.kw;
-    let ci = k / khw;
-    let kh = (k % khw) / p.kw;
-    let kw = k % p.kw;
-    let ohw = p.oh * p.ow;
-    let n = q / ohw;
-    let oh = (q % ohw) / p.ow;
-    let ow = q % p.ow;
-    let ih = source(oh, kh, p.h);
-    let iw = source(ow, kw, p.w);
-    if (ih < 0 || iw < 0) {
-        return 0.0;
-    }
-    return x[((n * p.c_in + ci) * p.h + u32(ih)) * p.w + u32(iw)];
+fn phase_of(phase: u32, out_len: u32, kernel: u32) -> Phase {
+    let s = p.stride;
+    // First o >= 0 with (o + padding) mod s == phase.
+    let first = (phase + s - p.padding % s) % s;
+    var ph: Phase;
+    ph.first = first;
+    ph.count = select(0u, (out_len - first + s - 1u) / s, first < out_len);
+    ph.taps = select(0u, (kernel - phase + s - 1u) / s, phase < kernel);
+    // ih = (o + padding - phase) / s - a with o = first + i * s.
+    ph.base = (i32(first + p.padding) - i32(phase)) / i32(s);
+    return ph;
 }
 
 @compute @workgroup_size(16, 16, 1)
 fn conv_transpose2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                             @builtin(workgroup_id) wid: vec3<u32>) {
+    let ph = wid.z / p.stride;
+    let pw = wid.z % p.stride;
+    let rows = phase_of(ph, p.oh, p.kh);
+    let cols = phase_of(pw, p.ow, p.kw);
     let gemm_m = p.c_out;
-    let gemm_n = p.n * p.oh * p.ow;
+    let ij = rows.count * cols.count;
+    let gemm_n = p.n * ij;
+    let ab = rows.taps * cols.taps;
+    let gemm_k = p.c_in * ab;
     let khw = p.kh * p.kw;
-    let gemm_k = p.c_in * khw;
+    let hw = p.h * p.w;
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
     let t = lid.y * 16u + lid.x;
+    // This thread always loads column q = col0 + t % 64 = (n, i, j) of the phase: decompose once.
+    let q = col0 + t % TILE_N;
+    let n = q / max(ij, 1u);
+    let i = (q % max(ij, 1u)) / max(cols.count, 1u);
+    let j = q % max(cols.count, 1u);
+    let image = n * p.c_in * hw;
+    let ih0 = rows.base + i32(i);
+    let iw0 = cols.base + i32(j);
     var acc: array<array<f32, 4>, 4>;
     for (var k0 = 0u; k0 < gemm_k; k0 += TILE_K) {
+        if (t < TILE_K) {
+            let k = k0 + t;
+            let ci = k / ab;
+            let a = (k % ab) / cols.taps;
+            let b = k % cols.taps;
+            let kh = ph + a * p.stride;
+            let kw = pw + b * p.stride;
+            if (k < gemm_k) {
+                k_tab[t] = vec4<i32>(i32(ci * hw), i32(a), i32(b), i32(ci * p.c_out * khw + kh * p.kw + kw));
+            } else {
+                k_tab[t] = vec4<i32>(-1, 0, 0, 0);
+            }
+        }
+        workgroupBarrier();
         for (var r = 0u; r < 4u; r++) {
             let e = t + r * 256u;
-            // A[co, k] = weight[ci, co, kh, kw]: contiguous along (kh, kw).
+            // A[co, k] = weight[ci, co, kh, kw].
             let mm = e / TILE_K;
             let kk = e % TILE_K;
-            var a = 0.0;
-            let co = row0 + mm;
-            let k = k0 + kk;
-            if (co < gemm_m && k < gemm_k) {
-                a = weight[((k / khw) * p.c_out + co) * khw + k % khw];
+            let ta = k_tab[kk];
+            var wv = 0.0;
+            if (row0 + mm < gemm_m && ta.x >= 0) {
+                wv = weight[u32(ta.w) + (row0 + mm) * khw];
             }
-            a_tile[kk * TILE_M + mm] = a;
+            a_tile[kk * TILE_M + mm] = wv;
+            // X[k, q]: x[n, ci, ih0 - a, iw0 - b], 0 outside the input.
             let kb = e / TILE_N;
-            let nn = e % TILE_N;
-            var b = 0.0;
-            if (k0 + kb < gemm_k && col0 + nn < gemm_n) {
-                b = column(k0 + kb, col0 + nn);
+            let tb = k_tab[kb];
+            var xv = 0.0;
+            let ih = ih0 - tb.y;
+            let iw = iw0 - tb.z;
+            if (tb.x >= 0 && q < gemm_n && ih >= 0 && iw >= 0 && ih < i32(p.h) && iw < i32(p.w)) {
+                xv = x[image + u32(tb.x) + u32(ih) * p.w + u32(iw)];
             }
-            b_tile[kb * TILE_N + nn] = b;
+            b_tile[kb * TILE_N + e % TILE_N] = xv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             var a: array<f32, 4>;
             var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = a_tile[kk * TILE_M + lid.y + 16u * i];
-                b[i] = b_tile[kk * TILE_N + lid.x + 16u * i];
+            for (var u = 0u; u < 4u; u++) {
+                a[u] = a_tile[kk * TILE_M + lid.y + 16u * u];
+                b[u] = b_tile[kk * TILE_N + lid.x + 16u * u];
             }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+            for (var u = 0u; u < 4u; u++) {
+                for (var v = 0u; v < 4u; v++) {
+                    acc[u][v] = fma(a[u], b[v], acc[u][v]);
                 }
             }
         }
         workgroupBarrier();
     }
+    // Column q = (n, i, j) of this phase is output pixel (n, rows.first + i s, cols.first + j s).
     let ohw = p.oh * p.ow;
-    for (var i = 0u; i < 4u; i++) {
-        let co = row0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let q = col0 + lid.x + 16u * j;
-            if (co < gemm_m && q < gemm_n) {
-                out[((q / ohw) * p.c_out + co) * ohw + q % ohw] = acc[i][j];
+    for (var u = 0u; u < 4u; u++) {
+        let co = row0 + lid.y + 16u * u;
+        for (var v = 0u; v < 4u; v++) {
+            let qo = col0 + lid.x + 16u * v;
+            if (co < gemm_m && qo < gemm_n) {
+                let no = qo / ij;
+                let oh = rows.first + ((qo % ij) / cols.count) * p.stride;
+                let ow = cols.first + (qo % cols.count) * p.stride;
+                out[(no * p.c_out + co) * ohw + oh * p.ow + ow] = acc[u][v];
             }
         }
     }

@@ -14,6 +14,12 @@
 // 4 + 4 elements with consecutive threads on consecutive addresses of whichever layout the
 // operand has; then every thread does 16 x 4 x 4 multiply-adds from workgroup memory.
 // Dispatch: (ceil(N / 64), ceil(M / 64), batch).
+//
+// Skinny products (M or N below 16), where most of a 64 x 64 tile would be padding:
+// `matmul_dot`: few outputs, long K: one workgroup per output element, 256 threads stride over
+//   k, then a tree reduction in workgroup memory. Dispatch: (x, y) covering M * N, batch.
+// `matmul_thread`: many outputs or short K: one thread per output element, looping over k.
+//   Dispatch: (x, y) covering M * N / 256, batch.
 
 struct MatmulParams {
     m: u32,
@@ -40,12 +46,10 @@ const TILE_K: u32 = 16u;
 // a_tile[kk * TILE_M + mm] = A[row0 + mm, k0 + kk];  b_tile[kk * TILE_N + nn] = B[k0 + kk, col0 + nn]
 var<workgroup> a_tile: array<f32, 1024>;
 var<workgroup> b_tile: array<f32, 1024>;
+var<workgroup> partial: array<f32, 256>;
 
-@compute @workgroup_size(16, 16, 1)
-fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(workgroup_id) wid: vec3<u32>) {
-    // Offsets of this batch entry's matrices (stride 0 on broadcast batch dims).
-    let batch = wid.z;
+// Offsets of batch entry `batch`'s A and B (stride 0 on broadcast batch dims).
+fn batch_bases(batch: u32) -> vec2<u32> {
     var rem = batch;
     var a_mat = 0u;
     var b_mat = 0u;
@@ -56,8 +60,16 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
         a_mat += idx * p.lhs_batch_strides[d - 1u];
         b_mat += idx * p.rhs_batch_strides[d - 1u];
     }
-    let a_base = a_mat * p.m * p.k;
-    let b_base = b_mat * p.k * p.n;
+    return vec2<u32>(a_mat * p.m * p.k, b_mat * p.k * p.n);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(workgroup_id) wid: vec3<u32>) {
+    let batch = wid.z;
+    let bases = batch_bases(batch);
+    let a_base = bases.x;
+    let b_base = bases.y;
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
     let t = lid.y * 16u + lid.x;
@@ -130,4 +142,74 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
             }
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn matmul_dot(@builtin(local_invocation_index) lid: u32,
+              @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let batch = wid.z;
+    let bases = batch_bases(batch);
+    let j = wid.x + wid.y * nwg.x;
+    let gm = j / p.n;
+    let gn = j % p.n;
+    var acc = 0.0;
+    if (gm < p.m) {
+        for (var k = lid; k < p.k; k += 256u) {
+            var a: f32;
+            var b: f32;
+            if (LHS_T) {
+                a = lhs[bases.x + k * p.m + gm];
+            } else {
+                a = lhs[bases.x + gm * p.k + k];
+            }
+            if (RHS_T) {
+                b = rhs[bases.y + gn * p.k + k];
+            } else {
+                b = rhs[bases.y + k * p.n + gn];
+            }
+            acc = fma(a, b, acc);
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u && gm < p.m) {
+        out[batch * p.m * p.n + j] = partial[0];
+    }
+}
+
+@compute @workgroup_size(256)
+fn matmul_thread(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let batch = gid.z;
+    let j = gid.x + gid.y * nwg.x * 256u;
+    if (j >= p.m * p.n) {
+        return;
+    }
+    let bases = batch_bases(batch);
+    let gm = j / p.n;
+    let gn = j % p.n;
+    var acc = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        var a: f32;
+        var b: f32;
+        if (LHS_T) {
+            a = lhs[bases.x + k * p.m + gm];
+        } else {
+            a = lhs[bases.x + gm * p.k + k];
+        }
+        if (RHS_T) {
+            b = rhs[bases.y + gn * p.k + k];
+        } else {
+            b = rhs[bases.y + k * p.n + gn];
+        }
+        acc = fma(a, b, acc);
+    }
+    out[batch * p.m * p.n + j] = acc;
 }

@@ -74,13 +74,14 @@ pub enum Error {
     /// out-of-memory error, a shape the kernel cannot take, or a failed readback.
     #[error("{op}: gpu {kind}: {msg}")]
     Gpu {
+        /// The op that failed (for errors found when a batch of commands is submitted, the op
+        /// that submitted it; `GANFORGE_GPU_SYNC=1` submits per op).
         op: &'static str,
+        /// Validation, out of memory, unsupported shape, or internal.
         kind: GpuErrorKind,
+        /// wgpu's or the engine's description.
         msg: String,
     },
-    /// An op that has no kernel on this device (yet).
-    #[error("{op}: not implemented on {device}")]
-    Unsupported { op: &'static str, device: String },
     /// An output file (image grid, plot, checkpoint, metrics log) that could not be written
     /// or read back: `path` names the file and `msg` the problem.
     #[error("{path}: {msg}")]

@@ -402,12 +402,18 @@ fn gpu_matmul_matches_the_cpu_in_every_layout() {
         return;
     };
     let mut r = rng(6);
+    // Tiled (64 x 64 blocks) and skinny (M or N < 16: one workgroup per output for long K, one
+    // thread per output otherwise).
     for (m, k, n) in [
         (1, 1, 1),
         (7, 33, 19),
         (65, 17, 130),
         (64, 64, 64),
         (3, 200, 2),
+        (5, 300, 70),
+        (70, 300, 3),
+        (1, 513, 1),
+        (2, 9, 300),
     ] {
         for (lt, rt) in [(false, false), (false, true), (true, false), (true, true)] {
             let a = randn(&mut r, &if lt { [k, m] } else { [m, k] }, 1.0);
@@ -434,10 +440,10 @@ fn gpu_matmul_matches_the_cpu_in_every_layout() {
         RED.0,
         RED.1,
     );
-    let a = randn(&mut r, &[1, 7, 9], 1.0);
-    let b = randn(&mut r, &[4, 5, 9], 1.0);
+    let a = randn(&mut r, &[1, 7, 300], 1.0);
+    let b = randn(&mut r, &[4, 5, 300], 1.0);
     check_parity(
-        "batched [1,7,9] @ [4,5,9]^T",
+        "batched skinny [1,7,300] @ [4,5,300]^T",
         &gpu,
         &[a, b],
         &|t| t[0].matmul_with(&t[1], MatmulLayout::new(false, true)),
@@ -474,6 +480,9 @@ fn gpu_conv2d_and_its_gradients_match_the_cpu() {
         (2, 7, 5, 5, 3, 5, 1, 2),
         (3, 2, 9, 7, 5, 1, 3, 0),
         (1, 3, 6, 5, 70, 3, 1, 1),
+        // The kernel covers the whole image (taken as one matmul): stride 1 and 2.
+        (2, 3, 4, 4, 5, 4, 1, 0),
+        (3, 20, 4, 4, 1, 4, 2, 0),
     ] {
         let x = randn(&mut r, &[n, ci, h, w], 1.0);
         let wt = randn(&mut r, &[co, ci, k, k], 0.5);

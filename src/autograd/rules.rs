@@ -128,13 +128,15 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
         }
 
         // Convolutions: the three ops below are closed under differentiation (see their files).
+        // Only tracked operands get a gradient: a data batch needs none, and its gradient is the
+        // costliest (a full transposed convolution).
         Op::Conv2d {
             input,
             weight,
             params,
         } => {
             let (dx, dw) = conv2d_backward(input, weight, *params, g)?;
-            vec![Some(dx), Some(dw)]
+            vec![dx, dw]
         }
         Op::ConvTranspose2d {
             input,
@@ -142,7 +144,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             params,
         } => {
             let (dx, dw) = conv_transpose2d_backward(input, weight, *params, g)?;
-            vec![Some(dx), Some(dw)]
+            vec![dx, dw]
         }
         Op::Conv2dWeightGrad {
             input,
@@ -150,7 +152,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             params,
         } => {
             let (dx, dgy) = conv2d_weight_grad_backward(input, grad_output, *params, g)?;
-            vec![Some(dx), Some(dgy)]
+            vec![dx, dgy]
         }
 
         // x_hat = (x - mean) * invstd over the batch: see ops/norm.rs for the derivation.

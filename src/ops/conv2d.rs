@@ -50,6 +50,23 @@ pub(crate) const GEMM_TILE: usize = 64;
 /// `(ceil(N*OH*OW / 64), ceil(C_out / 64))` workgroups.
 fn conv2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
     let dev = x.device();
+    if geo.padding == 0 && geo.kh == geo.h && geo.kw == geo.w {
+        // The kernel covers the whole image (a DCGAN critic's last layer, and the input
+        // gradient of a generator's first layer): out[n, co] = x[n, :] . w[co, :], one matmul
+        // `[N, C_in*H*W] x [C_out, C_in*H*W]^T`, which suits skinny shapes better.
+        let k = (geo.c_in * geo.h * geo.w) as usize;
+        return crate::ops::matmul::matmul_gpu(
+            x,
+            w,
+            crate::ops::MatmulLayout::new(false, true),
+            &Shape::from(()),
+            &[],
+            &[],
+            geo.n as usize,
+            k,
+            geo.c_out as usize,
+        );
+    }
     let (m, n) = (geo.c_out as usize, (geo.n * geo.oh * geo.ow) as usize);
     let out = dev.alloc("conv2d", m * n);
     dev.dispatch(
@@ -531,23 +548,30 @@ pub(crate) fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tenso
     }
 }
 
-/// Backward of `y = conv2d(x, w)`: returns `(dx, dw)` for the output gradient `g`.
+/// Backward of `y = conv2d(x, w)`: returns `(dx, dw)` for the output gradient `g`, each only
+/// for an operand autodiff tracks (the data batch fed to a critic needs no gradient).
 pub(crate) fn conv2d_backward(
     x: &Tensor,
     w: &Tensor,
     params: Conv2dParams,
     g: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let (_, _, kh, kw) = w.shape().dims4("conv2d backward")?;
-    let dx = conv2d_input_grad(x.shape(), w, params, g)?;
-    let dw = x.conv2d_weight_grad(
-        g,
-        Conv2dWeightGradParams {
-            conv: params,
-            kernel_h: kh,
-            kernel_w: kw,
-        },
-    )?;
+    let dx = match x.is_tracked() {
+        true => Some(conv2d_input_grad(x.shape(), w, params, g)?),
+        false => None,
+    };
+    let dw = match w.is_tracked() {
+        true => Some(x.conv2d_weight_grad(
+            g,
+            Conv2dWeightGradParams {
+                conv: params,
+                kernel_h: kh,
+                kernel_w: kw,
+            },
+        )?),
+        false => None,
+    };
     Ok((dx, dw))
 }
 
@@ -583,9 +607,15 @@ pub(crate) fn conv2d_weight_grad_backward(
     gy: &Tensor,
     params: Conv2dWeightGradParams,
     gg: &Tensor,
-) -> Result<(Tensor, Tensor)> {
-    let dx = conv2d_input_grad(x.shape(), gg, params.conv, gy)?;
-    let dgy = x.conv2d(gg, params.conv)?;
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = match x.is_tracked() {
+        true => Some(conv2d_input_grad(x.shape(), gg, params.conv, gy)?),
+        false => None,
+    };
+    let dgy = match gy.is_tracked() {
+        true => Some(x.conv2d(gg, params.conv)?),
+        false => None,
+    };
     Ok((dx, dgy))
 }
 

@@ -14,7 +14,8 @@
 //!   weight gradient `[C_out', C_in', ..]` is `[C_in, C_out, ..]` here, the transposed layout.
 //!
 //! GPU kernel: `shaders/conv_transpose2d.wgsl`, an implicit GEMM in gather form (each output
-//! pixel collects the input pixels the scatter form would send it).
+//! pixel collects the input pixels the scatter form would send it), split by stride phase so
+//! no multiply-add is by a structural zero.
 
 use super::conv2d::{conv_geometry, valid_range, Conv2dParams, Conv2dWeightGradParams, GEMM_TILE};
 use crate::backend::cpu::gemm::{gemm, MatRef};
@@ -38,12 +39,37 @@ const CONV_TRANSPOSE2D_FORWARD: KernelSpec = KernelSpec {
     uniform: 3,
 };
 
-/// conv_transpose2d on the GPU: GEMM `[C_out, C_in*KH*KW] x [C_in*KH*KW, N*OH*OW]` (the
-/// column matrix gathered on the fly), `(ceil(N*OH*OW / 64), ceil(C_out / 64))` workgroups.
-fn conv_transpose2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
+/// conv_transpose2d on the GPU: one implicit GEMM per stride phase (see the shader), each
+/// `[C_out, C_in*|taps|] x [C_in*|taps|, N*|pixels of the phase|]`, all in one dispatch of
+/// `(ceil(N*ceil(OH/s)*ceil(OW/s) / 64), ceil(C_out / 64), s*s)` workgroups.
+fn conv_transpose2d_gpu(
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    geo: ConvParams,
+    output_padding: [usize; 2],
+) -> Result<GpuBuffer> {
     let dev = x.device();
-    let (m, n) = (geo.c_out as usize, (geo.n * geo.oh * geo.ow) as usize);
-    let out = dev.alloc("conv_transpose2d", m * n);
+    if geo.h == 1 && geo.w == 1 && geo.padding == 0 && output_padding == [0, 0] {
+        // A 1x1 input (a DCGAN generator's first layer, from z): each input pixel meets each
+        // tap once, so out[n, (co, kh, kw)] = x[n, :] @ w[:, (co, kh, kw)], one matmul. (The
+        // gather form would skip all but one tap per output pixel.)
+        let (k, cols) = (geo.c_in as usize, (geo.c_out * geo.kh * geo.kw) as usize);
+        return crate::ops::matmul::matmul_gpu(
+            x,
+            w,
+            crate::ops::MatmulLayout::default(),
+            &Shape::from(()),
+            &[],
+            &[],
+            geo.n as usize,
+            k,
+            cols,
+        );
+    }
+    let s = geo.stride as usize;
+    let m = geo.c_out as usize;
+    let n = geo.n as usize * (geo.oh as usize).div_ceil(s) * (geo.ow as usize).div_ceil(s);
+    let out = dev.alloc("conv_transpose2d", m * (geo.n * geo.oh * geo.ow) as usize);
     dev.dispatch(
         "conv_transpose2d",
         &CONV_TRANSPOSE2D_FORWARD,
@@ -53,7 +79,7 @@ fn conv_transpose2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result
         [
             n.div_ceil(GEMM_TILE) as u32,
             m.div_ceil(GEMM_TILE) as u32,
-            1,
+            (s * s) as u32,
         ],
     );
     dev.check("conv_transpose2d")?;
@@ -285,7 +311,7 @@ impl Tensor {
                     params.padding,
                     (oh, ow),
                 );
-                Storage::Gpu(conv_transpose2d_gpu(x, wt, geo)?)
+                Storage::Gpu(conv_transpose2d_gpu(x, wt, geo, params.output_padding)?)
             }
             (a, b) => return Err(Error::device_mismatch("conv_transpose2d", a, b)),
         };
@@ -312,24 +338,31 @@ impl Tensor {
     }
 }
 
-/// Backward of `y = conv_transpose2d(x, w)`: returns `(dx, dw)` for the output gradient `g`.
+/// Backward of `y = conv_transpose2d(x, w)`: returns `(dx, dw)` for the output gradient `g`,
+/// each only for an operand autodiff tracks.
 pub(crate) fn conv_transpose2d_backward(
     x: &Tensor,
     w: &Tensor,
     params: ConvTranspose2dParams,
     g: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let (_, _, kh, kw) = w.shape().dims4("conv_transpose2d backward")?;
     let conv = params.as_conv();
-    let dx = g.conv2d(w, conv)?;
-    let dw = g.conv2d_weight_grad(
-        x,
-        Conv2dWeightGradParams {
-            conv,
-            kernel_h: kh,
-            kernel_w: kw,
-        },
-    )?;
+    let dx = match x.is_tracked() {
+        true => Some(g.conv2d(w, conv)?),
+        false => None,
+    };
+    let dw = match w.is_tracked() {
+        true => Some(g.conv2d_weight_grad(
+            x,
+            Conv2dWeightGradParams {
+                conv,
+                kernel_h: kh,
+                kernel_w: kw,
+            },
+        )?),
+        false => None,
+    };
     Ok((dx, dw))
 }
 

@@ -9,7 +9,7 @@
 
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::gpu::params::MatmulParams;
-use crate::backend::gpu::{merge_dims, pack4, Access, KernelSpec, Shader};
+use crate::backend::gpu::{groups_for, merge_dims, pack4, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, GpuErrorKind, Result};
 use crate::ops::Op;
@@ -25,12 +25,28 @@ const MATMUL: KernelSpec = KernelSpec {
     storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
     uniform: 3,
 };
+const MATMUL_DOT: KernelSpec = KernelSpec {
+    shader: &MATMUL_WGSL,
+    entry: "matmul_dot",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+const MATMUL_THREAD: KernelSpec = KernelSpec {
+    shader: &MATMUL_WGSL,
+    entry: "matmul_thread",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
 /// Output rows and columns per workgroup of `matmul.wgsl`.
 const MATMUL_TILE: usize = 64;
+/// Below this many rows or columns a 64 x 64 tile would be mostly padding: the product takes
+/// `matmul_dot` (few outputs, long K) or `matmul_thread` (one thread per output).
+const SKINNY: usize = 16;
 
-/// The GPU matmul: one dispatch of `(ceil(N/64), ceil(M/64), batches)` workgroups.
+/// The GPU matmul: one dispatch of `(ceil(N/64), ceil(M/64), batches)` workgroups of the
+/// tiled kernel, or one workgroup per output element for skinny products.
 #[allow(clippy::too_many_arguments)]
-fn matmul_gpu(
+pub(crate) fn matmul_gpu(
     lhs: &GpuBuffer,
     rhs: &GpuBuffer,
     layout: MatmulLayout,
@@ -72,21 +88,27 @@ fn matmul_gpu(
         rhs_batch_strides: pack4(&bstrides[1]),
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    dev.dispatch(
-        "matmul",
-        &MATMUL,
-        &[
-            ("LHS_T", flag(layout.lhs_transposed)),
-            ("RHS_T", flag(layout.rhs_transposed)),
-        ],
-        &params,
-        &[lhs, rhs, &out],
-        [
+    let constants = [
+        ("LHS_T", flag(layout.lhs_transposed)),
+        ("RHS_T", flag(layout.rhs_transposed)),
+    ];
+    let bufs = [lhs, rhs, &out];
+    if m.min(n) < SKINNY && m * n <= 4096 && k >= 256 {
+        let [x, y, _] = groups_for(m * n, 1);
+        let groups = [x, y, batches as u32];
+        dev.dispatch("matmul", &MATMUL_DOT, &constants, &params, &bufs, groups);
+    } else if m.min(n) < SKINNY {
+        let [x, y, _] = groups_for(m * n, WORKGROUP);
+        let groups = [x, y, batches as u32];
+        dev.dispatch("matmul", &MATMUL_THREAD, &constants, &params, &bufs, groups);
+    } else {
+        let groups = [
             n.div_ceil(MATMUL_TILE) as u32,
             m.div_ceil(MATMUL_TILE) as u32,
             batches as u32,
-        ],
-    );
+        ];
+        dev.dispatch("matmul", &MATMUL, &constants, &params, &bufs, groups);
+    }
     dev.check("matmul")?;
     Ok(out)
 }

@@ -15,6 +15,43 @@ thread_local! {
     /// wgpu's error scopes: a failing op on one thread is reported on that thread, not by an
     /// unrelated op on another that shares the device.
     static KEPT: RefCell<Option<Error>> = const { RefCell::new(None) };
+    /// Host <-> GPU copies made by this thread.
+    static TRANSFERS: std::cell::Cell<TransferStats> = const {
+        std::cell::Cell::new(TransferStats { uploads: 0, upload_bytes: 0, readbacks: 0, readback_bytes: 0 })
+    };
+}
+
+/// Counts of the copies between host and GPU made by the calling thread (uploads of host data,
+/// readbacks to the host), to check that a training step keeps its tensors on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Host-to-GPU copies (`from_vec_on`, `to_device`, random tensors, index lists).
+    pub uploads: u64,
+    /// Bytes uploaded.
+    pub upload_bytes: u64,
+    /// GPU-to-host copies (`to_vec`, `to_scalar`, argmax for a recorded max).
+    pub readbacks: u64,
+    /// Bytes read back.
+    pub readback_bytes: u64,
+}
+
+/// The calling thread's transfer counters since it started.
+pub fn transfer_stats() -> TransferStats {
+    TRANSFERS.with(|t| t.get())
+}
+
+fn count(upload: bool, bytes: u64) {
+    TRANSFERS.with(|t| {
+        let mut s = t.get();
+        if upload {
+            s.uploads += 1;
+            s.upload_bytes += bytes;
+        } else {
+            s.readbacks += 1;
+            s.readback_bytes += bytes;
+        }
+        t.set(s);
+    });
 }
 use wgpu::util::DeviceExt;
 
@@ -93,7 +130,7 @@ pub(crate) struct Context {
     error: Arc<Mutex<Option<Error>>>,
     /// Submit after every dispatch (`GANFORGE_GPU_SYNC=1`).
     sync: bool,
-    /// Print every dispatch (`GANFORGE_TRACE=1`).
+    /// Print every dispatch (`GANFORGE_TRACE=1`); with `GANFORGE_GPU_SYNC=1` also its time.
     trace: bool,
     /// Submit once this many dispatches are recorded (`GANFORGE_GPU_BATCH`, default 256).
     max_pending: usize,
@@ -246,6 +283,7 @@ impl Context {
         if bytes.is_empty() {
             return;
         }
+        count(true, bytes.len() as u64);
         let staging = self.scoped(op, "uploading", || {
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -437,15 +475,15 @@ impl Context {
                 msg,
             });
         }
-        if self.trace {
-            eprintln!(
-                "[gpu] {op:<20} {:<48} groups {}x{}x{}",
+        let trace = self.trace.then(|| {
+            format!(
+                "[gpu] {op:<20} {:<44} groups {}x{}x{}",
                 spec.key(constants),
                 groups[0],
                 groups[1],
                 groups[2]
-            );
-        }
+            )
+        });
         let align = self.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
         let mut batch = self.batch.lock().unwrap();
         let offset = batch.params.len().next_multiple_of(align);
@@ -461,8 +499,22 @@ impl Context {
         if batch.ops.last() != Some(&op) {
             batch.ops.push(op);
         }
-        if self.sync || batch.dispatches >= self.max_pending {
+        if self.sync {
+            // Submit now; when tracing, wait for the GPU too, so the line can say how long
+            // this one dispatch took.
+            let t = std::time::Instant::now();
             self.flush_locked(op, &mut batch);
+            if let Some(line) = trace {
+                let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+                eprintln!("{line} {:8.3} ms", t.elapsed().as_secs_f64() * 1e3);
+            }
+        } else {
+            if let Some(line) = trace {
+                eprintln!("{line}");
+            }
+            if batch.dispatches >= self.max_pending {
+                self.flush_locked(op, &mut batch);
+            }
         }
     }
 
@@ -580,6 +632,7 @@ impl Context {
         if size == 0 {
             return Ok(Vec::new());
         }
+        count(false, size);
         let staging = {
             let mut batch = self.batch.lock().unwrap();
             self.flush_locked(op, &mut batch);

@@ -21,14 +21,14 @@
 //! first such error on the device, and the next fallible GPU op (or [`GpuDevice::check`])
 //! returns it, like an asynchronous CUDA error. Set `GANFORGE_GPU_SYNC=1` to submit after
 //! every dispatch so an error names exactly the op that caused it, and `GANFORGE_TRACE=1` to
-//! print each dispatch (op, kernel key, workgroups).
+//! print each dispatch (op, kernel key, workgroups; with both set, also its GPU time in ms).
 
 mod context;
 mod kernel;
 pub mod params;
 mod pool;
 
-pub use context::GpuInfo;
+pub use context::{transfer_stats, GpuInfo, TransferStats};
 pub use kernel::{Access, KernelSpec, Shader};
 
 use crate::error::{Error, GpuErrorKind, Result};

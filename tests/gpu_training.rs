@@ -1,0 +1,246 @@
+//! Whole training runs on the GPU against the same runs on the CPU.
+//!
+//! - W1 (src/bench.rs): DCGAN on 1x28x28 with batch norm, BCE with logits, Adam(2e-4,
+//!   (0.5, 0.999)), exactly the W1 networks and step, at batch 2 (lavapipe runs GPU kernels
+//!   on the CPU, slowly) for 10 steps from a fixed seed.
+//!
+//!   Tolerance, stated: the GPU sums in other orders (f32 tree reductions, tiled GEMMs), so its
+//!   losses differ from the CPU's in the last bits, and GAN training amplifies last-bit
+//!   differences: Adam's first steps move every weight by about `lr` whatever the size of its
+//!   gradient, so a weight whose gradient is near zero can step either way. Measured on the CPU
+//!   alone, perturbing the initial weights by 1e-6 (relative) moves the losses by ~1e-3 after
+//!   3 steps and ~1e-2 after 5. So the test calibrates itself: a second CPU run from weights
+//!   perturbed by 1e-6 measures that sensitivity, and the GPU must stay within
+//!   `1e-4 + 1e-4 |cpu| + 4 * (largest perturbed-run gap so far)` of the CPU at every step.
+//!   The first step must agree to `1e-4 + 1e-4 |cpu|`, before any amplification.
+//! - Every GAN family of `src/gan` (vanilla, DCGAN, CGAN, WGAN with clipping and RMSprop,
+//!   WGAN-GP with its second-order penalty, LSGAN, SNGAN with spectral norm; EMA and label
+//!   smoothing on) on 2-D points, 4 steps each, same losses on both devices.
+//!
+//! - During a GPU step nothing but the two scalar losses comes back to the host, and nothing
+//!   but the step's data (the real batch and z) goes to the GPU (thread-local counters).
+
+mod common;
+mod gpu_support;
+
+use ganforge::bench::{w1_discriminator, w1_generator, NZ};
+use ganforge::gan::{DataShape, Gan, GanConfig, ModelKind};
+use ganforge::nn::Module;
+use ganforge::optim::{Adam, AdamConfig, Optimizer};
+use ganforge::{Device, Rng, Tensor};
+use gpu_support::gpu_or_skip;
+use std::time::Instant;
+
+/// `steps` W1 GAN steps at `batch`; returns `(loss_d, loss_g)` per step. With `perturb`,
+/// every initial weight is scaled by `1 +- perturb` (alternating signs) first.
+fn w1_run(dev: &Device, steps: usize, batch: usize, perturb: f32) -> Vec<(f32, f32)> {
+    let mut rng = Rng::new(0);
+    let g = w1_generator(&mut rng, dev).unwrap();
+    let d = w1_discriminator(true, &mut rng, dev).unwrap();
+    if perturb != 0.0 {
+        for p in g.parameters().iter().chain(d.parameters().iter()) {
+            let v: Vec<f32> = p
+                .to_vec()
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w * (1.0 + if i % 2 == 0 { perturb } else { -perturb }))
+                .collect();
+            p.write_from_slice(&v).unwrap();
+        }
+    }
+    let adam = |params| {
+        Adam::new(
+            params,
+            AdamConfig {
+                lr: 2e-4,
+                betas: (0.5, 0.999),
+                ..AdamConfig::default()
+            },
+        )
+    };
+    let (mut opt_g, mut opt_d) = (adam(g.parameters()), adam(d.parameters()));
+    let ones = Tensor::ones([batch, 1], dev);
+    let zeros = Tensor::zeros([batch, 1], dev);
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        // The same step as Bench::gan_step: D on real and detached fake, then G through the
+        // updated D.
+        let real = Tensor::rand_uniform(-1.0, 1.0, [batch, 1, 28, 28], &mut rng, dev);
+        let z = Tensor::randn(0.0, 1.0, [batch, NZ], &mut rng, dev);
+        opt_d.zero_grad();
+        let fake = g.forward(&z).unwrap();
+        let loss_d = d
+            .forward(&real)
+            .unwrap()
+            .bce_with_logits(&ones)
+            .unwrap()
+            .add(
+                &d.forward(&fake.detach())
+                    .unwrap()
+                    .bce_with_logits(&zeros)
+                    .unwrap(),
+            )
+            .unwrap();
+        loss_d.backward().unwrap();
+        opt_d.step().unwrap();
+        opt_g.zero_grad();
+        let loss_g = d.forward(&fake).unwrap().bce_with_logits(&ones).unwrap();
+        loss_g.backward().unwrap();
+        opt_g.step().unwrap();
+        losses.push((loss_d.to_scalar().unwrap(), loss_g.to_scalar().unwrap()));
+    }
+    losses
+}
+
+#[test]
+fn gpu_w1_dcgan_training_gives_the_cpu_losses() {
+    let Some(gpu) = gpu_or_skip("gpu_w1_dcgan_training_gives_the_cpu_losses") else {
+        return;
+    };
+    let (steps, batch) = (10, 2);
+    let t = Instant::now();
+    let cpu = w1_run(&Device::Cpu, steps, batch, 0.0);
+    let cpu_s = t.elapsed().as_secs_f64();
+    let nudged = w1_run(&Device::Cpu, steps, batch, 1e-6);
+    let t = Instant::now();
+    let on_gpu = w1_run(&gpu, steps, batch, 0.0);
+    let gpu_s = t.elapsed().as_secs_f64();
+    println!("step  loss      cpu        gpu        |gpu-cpu|  |cpu(1e-6)-cpu|");
+    let mut sensitivity = [0.0f64; 2];
+    for i in 0..steps {
+        let rows = [
+            ("loss_d", cpu[i].0, on_gpu[i].0, nudged[i].0),
+            ("loss_g", cpu[i].1, on_gpu[i].1, nudged[i].1),
+        ];
+        for (k, (what, c, g, n)) in rows.into_iter().enumerate() {
+            let (c, g, n) = (c as f64, g as f64, n as f64);
+            let (gap, nudge) = ((g - c).abs(), (n - c).abs());
+            sensitivity[k] = sensitivity[k].max(nudge);
+            println!("{i:>4}  {what}  {c:<9.6}  {g:<9.6}  {gap:<9.2e}  {nudge:.2e}");
+            let base = 1e-4 + 1e-4 * c.abs();
+            let allowed = if i == 0 {
+                base
+            } else {
+                base + 4.0 * sensitivity[k]
+            };
+            assert!(
+                gap <= allowed,
+                "step {i}: {what} cpu {c} gpu {g}: gap {gap:e} > {allowed:e} (a 1e-6 nudge of \
+                 the CPU run moved it by {nudge:e})"
+            );
+        }
+    }
+    // The run trains: G's loss moves.
+    assert!((cpu[0].1 - cpu[steps - 1].1).abs() > 1e-3, "{cpu:?}");
+    println!("W1 at batch {batch}, {steps} steps: cpu {cpu_s:.1} s, gpu {gpu_s:.1} s");
+}
+
+#[test]
+fn gpu_every_gan_family_trains_like_the_cpu() {
+    let Some(gpu) = gpu_or_skip("gpu_every_gan_family_trains_like_the_cpu") else {
+        return;
+    };
+    for model in ModelKind::ALL {
+        let shape = DataShape::points(if model == ModelKind::Cgan { 3 } else { 0 });
+        let mut cfg = GanConfig::defaults_for_data(model, &shape);
+        cfg.hidden = 32;
+        cfg.latent_dim = 8;
+        cfg.n_critic = cfg.n_critic.min(2);
+        cfg.ema_decay = 0.9;
+        if model.supports_label_smoothing() {
+            cfg.label_smoothing = 0.1;
+        }
+        let mut runs = Vec::new();
+        for dev in [Device::Cpu, gpu.clone()] {
+            let mut rng = Rng::new(7);
+            let mut gan = Gan::new(&cfg, &shape, &mut rng, &dev).unwrap();
+            let mut data = Rng::new(8);
+            let mut losses = Vec::new();
+            for _ in 0..4 {
+                let real = Tensor::randn(0.0, 1.0, [16, 2], &mut data, &dev);
+                let labels: Vec<usize> = (0..16).map(|i| i % 3).collect();
+                let labels = (model == ModelKind::Cgan).then_some(&labels[..]);
+                losses.extend(gan.train_step(&real, labels, &mut rng).unwrap());
+            }
+            let z = Tensor::randn(0.0, 1.0, [5, cfg.latent_dim], &mut data, &dev);
+            let labels = [0, 1, 2, 0, 1];
+            let labels = (model == ModelKind::Cgan).then_some(&labels[..]);
+            let sample = gan.generate(&z, labels, true).unwrap().to_vec();
+            runs.push((losses, sample));
+        }
+        let ((lc, sc), (lg, sg)) = (&runs[0], &runs[1]);
+        assert_eq!(lc.len(), lg.len(), "{model:?}");
+        for ((name, c), (_, g)) in lc.iter().zip(lg) {
+            assert!(
+                (c - g).abs() <= 1e-4 + 1e-3 * c.abs(),
+                "{model:?}: {name} cpu {c} gpu {g}"
+            );
+        }
+        let want: Vec<f64> = sc.iter().map(|&v| v as f64).collect();
+        common::assert_close(&format!("{model:?}: EMA samples"), sg, &want, 1e-4, 1e-3);
+    }
+}
+
+#[test]
+fn gpu_training_step_moves_only_data_in_and_losses_out() {
+    use ganforge::backend::gpu::transfer_stats;
+    let Some(gpu) = gpu_or_skip("gpu_training_step_moves_only_data_in_and_losses_out") else {
+        return;
+    };
+    // Step 1 creates the optimizer state; step 2 is a steady-state step.
+    let before = std::cell::Cell::new(None);
+    let mut rng = Rng::new(3);
+    let g = w1_generator(&mut rng, &gpu).unwrap();
+    let d = w1_discriminator(true, &mut rng, &gpu).unwrap();
+    let (mut opt_g, mut opt_d) = (
+        Adam::new(g.parameters(), AdamConfig::default()),
+        Adam::new(d.parameters(), AdamConfig::default()),
+    );
+    let batch = 2;
+    for step in 0..2 {
+        if step == 1 {
+            before.set(Some(transfer_stats()));
+        }
+        let real = Tensor::rand_uniform(-1.0, 1.0, [batch, 1, 28, 28], &mut rng, &gpu);
+        let z = Tensor::randn(0.0, 1.0, [batch, NZ], &mut rng, &gpu);
+        let ones = Tensor::ones([batch, 1], &gpu);
+        let zeros = Tensor::zeros([batch, 1], &gpu);
+        opt_d.zero_grad();
+        let fake = g.forward(&z).unwrap();
+        let loss_d = d
+            .forward(&real)
+            .unwrap()
+            .bce_with_logits(&ones)
+            .unwrap()
+            .add(
+                &d.forward(&fake.detach())
+                    .unwrap()
+                    .bce_with_logits(&zeros)
+                    .unwrap(),
+            )
+            .unwrap();
+        loss_d.backward().unwrap();
+        opt_d.step().unwrap();
+        opt_g.zero_grad();
+        let loss_g = d.forward(&fake).unwrap().bce_with_logits(&ones).unwrap();
+        loss_g.backward().unwrap();
+        opt_g.step().unwrap();
+        assert!(loss_d.to_scalar().unwrap().is_finite() && loss_g.to_scalar().unwrap().is_finite());
+    }
+    let (a, b) = (before.get().unwrap(), transfer_stats());
+    let real_bytes = (batch * 28 * 28 * 4) as u64;
+    let z_bytes = (batch * NZ * 4) as u64;
+    assert_eq!(
+        (b.uploads - a.uploads, b.upload_bytes - a.upload_bytes),
+        (2, real_bytes + z_bytes),
+        "uploads in one step: only the real batch and z"
+    );
+    assert_eq!(
+        (
+            b.readbacks - a.readbacks,
+            b.readback_bytes - a.readback_bytes
+        ),
+        (2, 8),
+        "readbacks in one step: only the two f32 losses"
+    );
+}
