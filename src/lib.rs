@@ -8,7 +8,9 @@
 //! - [`autograd`]: the graph walk (`grad`, `backward`) and the backward rules, which are
 //!   themselves differentiable so second-order gradients (WGAN-GP) work;
 //! - [`backend`]: devices and storage (CPU now; the GPU backend plugs in here);
-//! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop.
+//! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop;
+//! - [`metrics`]: offline GAN metrics (Fréchet distance, KID, precision/recall, SWD) on the
+//!   project's own feature networks.
 //!
 //! ```
 //! use ganforge::{autograd, Tensor};
@@ -29,6 +31,7 @@ pub mod data;
 pub mod error;
 pub mod gan;
 pub mod io;
+pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -7,6 +7,7 @@
 //!   config.toml               the fully resolved TrainConfig (rewritten on resume)
 //!   metrics.jsonl             one JSON line per step: {"step":N,"epoch":E,"loss_d":..,...}
 //!   loss.png                  loss curves, redrawn at every sample, checkpoint and the end
+//!   fd.png                    with eval_every: the Fréchet distance to the data over steps
 //!   checkpoint.safetensors    G, D, G's EMA, both optimizers, counters and RNG state (atomic)
 //!   samples/step_000500.png   grids from fixed noise (conditional: one row per class)
 //!   samples/latest.png        the newest grid
@@ -35,6 +36,7 @@ use crate::data::toy::GaussianMixture;
 use crate::data::{Batcher, Data, DataSpec, LoadOptions};
 use crate::error::Error;
 use crate::io::{self, Checkpoint, MetricsLog};
+use crate::metrics::monitor::RunMonitor;
 use crate::tensor::{Rng, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +52,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The loss-curve plot in a run folder.
 pub const LOSS_PLOT_FILE: &str = "loss.png";
+/// The Fréchet-distance plot in a run folder (with `eval_every`).
+pub const FD_PLOT_FILE: &str = "fd.png";
 /// The folder of sample grids in a run folder.
 pub const SAMPLES_DIR: &str = "samples";
 /// The `format` metadata value of a ganforge checkpoint.
@@ -214,6 +218,18 @@ pub struct TrainConfig {
     /// Use only the first this many images of the data set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_images: Option<usize>,
+    /// Measure the generator every this many steps (and at the last step) with
+    /// [`crate::metrics::monitor::RunMonitor`]: on images the Fréchet distance to the data in
+    /// the feature network's space, the class histogram and near-duplicates (`fd_*`,
+    /// `classes_covered_*`, `class_kl_*`, `near_duplicates_*`, `cond_acc_*`), on 2-D data the
+    /// modes covered; logged into `metrics.jsonl`, drawn in `fd.png`, with warnings when a
+    /// class disappears or samples collapse. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
+    /// The feature network of `eval_every` (default: `assets/classifiers/ARCH_DATASET.safetensors`,
+    /// written by `ganforge train-classifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_classifier: Option<String>,
     /// The model and its hyper-parameters.
     pub gan: GanConfig,
 }
@@ -242,6 +258,9 @@ const SCHEDULE_KEYS: &[&str] = &[
     "sample_every",
     "checkpoint_every",
     "device",
+    // The monitor samples from its own noise stream in eval mode: no training state changes.
+    "eval_every",
+    "eval_classifier",
 ];
 
 impl TrainConfig {
@@ -277,6 +296,8 @@ impl TrainConfig {
             digits_count: crate::data::digits::DEFAULT_COUNT,
             image_size: None,
             max_images: None,
+            eval_every: None,
+            eval_classifier: None,
             gan,
         }
     }
@@ -396,7 +417,11 @@ impl TrainConfig {
                 return Err(format!("`{k}` must be at least 1"));
             }
         }
-        for (k, v) in [("steps", self.steps), ("epochs", self.epochs)] {
+        for (k, v) in [
+            ("steps", self.steps),
+            ("epochs", self.epochs),
+            ("eval_every", self.eval_every),
+        ] {
             if v == Some(0) {
                 return Err(format!("`{k}` must be at least 1"));
             }
@@ -506,7 +531,14 @@ fn deep_merge(into: &mut toml::Table, layer: &toml::Table) {
 /// Every key of `layer` must be a key of the config (`known` holds the defaults, with every
 /// optional key possibly absent).
 fn check_known(layer: &toml::Table, known: &toml::Table, src: Option<&Path>) -> Result<()> {
-    const OPTIONAL: &[&str] = &["steps", "epochs", "image_size", "max_images"];
+    const OPTIONAL: &[&str] = &[
+        "steps",
+        "epochs",
+        "image_size",
+        "max_images",
+        "eval_every",
+        "eval_classifier",
+    ];
     for (k, v) in layer {
         match known.get(k) {
             Some(toml::Value::Table(sub)) => {
@@ -665,6 +697,15 @@ pub enum Event<'a> {
         /// The losses and statistics of the step, as [`Gan::train_step`] returned them.
         losses: &'a [(String, f32)],
     },
+    /// The generator was measured (`eval_every`): the logged values and any warnings.
+    Eval {
+        /// At this step.
+        step: u64,
+        /// `(name, value)` as logged (`fd_lenet_mnist`, ...).
+        values: &'a [(String, f64)],
+        /// Mode-collapse warnings (a class disappearing, near-duplicate samples).
+        warnings: &'a [String],
+    },
     /// A sample grid (or scatter plot) was written.
     Samples {
         /// At this step.
@@ -710,6 +751,7 @@ pub struct Trainer {
     metrics: MetricsLog,
     last_checkpoint: Option<u64>,
     notes: Vec<String>,
+    monitor: Option<RunMonitor>,
 }
 
 impl Trainer {
@@ -788,7 +830,13 @@ impl Trainer {
                 None
             }
             StartMode::Overwrite => {
-                for f in [CHECKPOINT_FILE, METRICS_FILE, LOSS_PLOT_FILE, CONFIG_FILE] {
+                for f in [
+                    CHECKPOINT_FILE,
+                    METRICS_FILE,
+                    LOSS_PLOT_FILE,
+                    FD_PLOT_FILE,
+                    CONFIG_FILE,
+                ] {
                     let p = out.join(f);
                     if p.is_file() {
                         std::fs::remove_file(&p).map_err(|e| io_error(&p, e))?;
@@ -803,6 +851,17 @@ impl Trainer {
         };
 
         let data = load_data(&cfg, &device)?;
+        let monitor = match cfg.eval_every {
+            Some(_) => {
+                let real = match &data.source {
+                    Source::Images(b) => Some(b.dataset().as_ref()),
+                    Source::Points { .. } => None,
+                };
+                let clf = cfg.eval_classifier.as_deref().map(Path::new);
+                Some(RunMonitor::for_run(&cfg.data_spec()?, real, clf)?)
+            }
+            None => None,
+        };
         let steps_per_epoch = match &data.source {
             Source::Images(b) => b.batches_per_epoch() as u64,
             Source::Points { .. } => (POINTS_PER_EPOCH / cfg.batch_size as u64).max(1),
@@ -863,6 +922,7 @@ impl Trainer {
             metrics,
             last_checkpoint,
             notes,
+            monitor,
         };
         io::write_atomic(
             &trainer.out.join(CONFIG_FILE),
@@ -966,8 +1026,19 @@ impl Trainer {
                 )));
             }
             self.step = step;
+            let last = step == self.total_steps;
+            let report = match (&self.monitor, self.cfg.eval_every) {
+                (Some(m), Some(every)) if step.is_multiple_of(every) || last => {
+                    let use_ema = self.gan.config().ema_decay > 0.0;
+                    Some(m.check(&self.gan, use_ema)?)
+                }
+                _ => None,
+            };
             let mut values: Vec<(&str, f64)> = vec![("epoch", epoch as f64)];
             values.extend(losses.iter().map(|(k, v)| (k.as_str(), *v as f64)));
+            if let Some(r) = &report {
+                values.extend(r.values.iter().map(|(k, v)| (k.as_str(), *v)));
+            }
             self.metrics.log(step, &values)?;
             on_event(Event::Step {
                 step,
@@ -976,7 +1047,13 @@ impl Trainer {
                 total_epochs,
                 losses: &losses,
             });
-            let last = step == self.total_steps;
+            if let Some(r) = &report {
+                on_event(Event::Eval {
+                    step,
+                    values: &r.values,
+                    warnings: &r.warnings,
+                });
+            }
             let sample = step.is_multiple_of(self.cfg.sample_every) || last;
             let checkpoint = step.is_multiple_of(self.cfg.checkpoint_every) || last;
             if sample {
@@ -1126,9 +1203,11 @@ pub fn plot_losses(out: &Path) -> Result<()> {
         return Ok(());
     }
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    // The monitor's measures (eval_every) have their own plot, fd.png.
+    crate::metrics::monitor::plot_fd(&rows, &out.join(FD_PLOT_FILE))?;
     for (step, values) in &rows {
         for (k, v) in values {
-            if k != "epoch" {
+            if k != "epoch" && !crate::metrics::monitor::is_monitor_metric(k) {
                 series
                     .entry(k.clone())
                     .or_default()
