@@ -94,8 +94,8 @@ fn main() {
             &shape,
             time_ms(reps, || {
                 autograd::grad(
-                    &[y.clone()],
-                    Some(&[g.clone()]),
+                    std::slice::from_ref(&y),
+                    Some(std::slice::from_ref(&g)),
                     &[xl.clone(), wl.clone()],
                     false,
                 )
@@ -139,8 +139,8 @@ fn main() {
             &shape,
             time_ms(reps, || {
                 autograd::grad(
-                    &[y.clone()],
-                    Some(&[g.clone()]),
+                    std::slice::from_ref(&y),
+                    Some(std::slice::from_ref(&g)),
                     &[xl.clone(), wl.clone()],
                     false,
                 )
@@ -189,7 +189,13 @@ fn main() {
                         BatchNormParams::default(),
                     )
                     .unwrap();
-                autograd::grad(&[y.sum_all().unwrap()], None, &[xl.clone()], false).unwrap();
+                autograd::grad(
+                    &[y.sum_all().unwrap()],
+                    None,
+                    std::slice::from_ref(&xl),
+                    false,
+                )
+                .unwrap();
             }),
             0.0,
         );

@@ -5,7 +5,7 @@
 //! Run: `RAYON_NUM_THREADS=2 cargo bench --bench workloads [-- w1 w3 --steps 10 --warmup 3]`
 //! (`ganforge bench --workload w1` runs the same code from the binary.)
 
-use ganforge::bench::{Bench, Workload, CEILING_GFLOPS};
+use ganforge::bench::{report, Bench, Workload};
 use ganforge::Device;
 
 fn main() {
@@ -38,32 +38,10 @@ fn main() {
         workloads = vec![Workload::W1, Workload::W3, Workload::W4, Workload::W2];
     }
     println!("threads: {}", rayon::current_num_threads());
-    let mut rows = Vec::new();
+    let mut all = Vec::new();
     for w in workloads {
         let mut bench = Bench::new(w, &Device::Cpu).expect("workload builds");
-        for s in bench.run(warmup, steps).expect("workload runs") {
-            let per_step: Vec<String> = s.step_ms.iter().map(|t| format!("{t:.1}")).collect();
-            println!("ganforge {} per-step ms: [{}]", s.name, per_step.join(", "));
-            println!(
-                "RESULT ganforge {} cpu median_ms {:.2}",
-                s.name,
-                s.median_ms()
-            );
-            rows.push(s);
-        }
+        all.extend(bench.run(warmup, steps).expect("workload runs"));
     }
-    println!(
-        "\n| workload | median ms/step | GFLOP/step | GFLOP/s | % of {CEILING_GFLOPS} GFLOP/s |"
-    );
-    println!("|---|---|---|---|---|");
-    for s in rows {
-        println!(
-            "| {} | {:.1} | {:.2} | {:.1} | {:.0}% |",
-            s.name,
-            s.median_ms(),
-            s.flops / 1e9,
-            s.gflops(),
-            100.0 * s.gflops() / CEILING_GFLOPS
-        );
-    }
+    print!("{}", report(&all, "cpu"));
 }

@@ -195,91 +195,84 @@ pub fn step_gflop(w: Workload) -> Vec<(String, f64)> {
 
 // ---- the networks ----------------------------------------------------------------------------
 
-fn conv_t(
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    bias: bool,
-    rng: &mut Rng,
-    dev: &Device,
-) -> Result<ConvTranspose2d> {
-    ConvTranspose2d::new(
-        ConvTranspose2dConfig {
-            in_channels: c_in,
-            out_channels: c_out,
-            kernel_size: k,
-            stride,
-            padding,
-            output_padding: 0,
-            bias,
-        },
-        rng,
-        dev,
-    )
+/// DCGAN's up-sampling layer: a transposed conv with kernel 4, stride 2, padding 1, no bias
+/// (it doubles the image size); other layers override fields with struct-update syntax.
+fn up(in_channels: usize, out_channels: usize) -> ConvTranspose2dConfig {
+    ConvTranspose2dConfig {
+        in_channels,
+        out_channels,
+        kernel_size: 4,
+        stride: 2,
+        padding: 1,
+        output_padding: 0,
+        bias: false,
+    }
 }
 
-fn conv(
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    bias: bool,
-    rng: &mut Rng,
-    dev: &Device,
-) -> Result<Conv2d> {
-    Conv2d::new(
-        Conv2dConfig {
-            in_channels: c_in,
-            out_channels: c_out,
-            kernel_size: k,
-            stride,
-            padding,
-            bias,
-        },
-        rng,
-        dev,
-    )
+/// DCGAN's down-sampling layer: a conv with kernel 4, stride 2, padding 1, no bias (it halves
+/// the image size).
+fn down(in_channels: usize, out_channels: usize) -> Conv2dConfig {
+    Conv2dConfig {
+        in_channels,
+        out_channels,
+        kernel_size: 4,
+        stride: 2,
+        padding: 1,
+        bias: false,
+    }
 }
 
 fn bn(c: usize, dev: &Device) -> Result<BatchNorm> {
     BatchNorm::new(c, BatchNormParams::default(), dev)
 }
 
-fn linear(i: usize, o: usize, rng: &mut Rng, dev: &Device) -> Result<Linear> {
-    Linear::new(
-        LinearConfig {
-            in_features: i,
-            out_features: o,
-            bias: true,
-        },
-        rng,
-        dev,
-    )
+fn linear(in_features: usize, out_features: usize, rng: &mut Rng, dev: &Device) -> Result<Linear> {
+    let cfg = LinearConfig {
+        in_features,
+        out_features,
+        bias: true,
+    };
+    Linear::new(cfg, rng, dev)
 }
 
 /// W1's generator (also W4's): z -> 256x7x7 -> 128x14x14 -> 1x28x28.
 pub fn w1_generator(rng: &mut Rng, dev: &Device) -> Result<Sequential> {
+    let first = ConvTranspose2dConfig {
+        kernel_size: 7,
+        stride: 1,
+        padding: 0,
+        ..up(NZ, 256)
+    };
+    let last = ConvTranspose2dConfig {
+        bias: true,
+        ..up(128, 1)
+    };
     Ok(Sequential::new()
         .push(Reshape(vec![NZ, 1, 1]))
-        .push(conv_t(NZ, 256, 7, 1, 0, false, rng, dev)?)
+        .push(ConvTranspose2d::new(first, rng, dev)?)
         .push(bn(256, dev)?)
         .push(Relu)
-        .push(conv_t(256, 128, 4, 2, 1, false, rng, dev)?)
+        .push(ConvTranspose2d::new(up(256, 128), rng, dev)?)
         .push(bn(128, dev)?)
         .push(Relu)
-        .push(conv_t(128, 1, 4, 2, 1, true, rng, dev)?)
+        .push(ConvTranspose2d::new(last, rng, dev)?)
         .push(Tanh))
 }
 
 /// W1's discriminator (`norm`) or W4's critic (no BN, conv2 with bias); outputs logits `[N, 1]`.
 pub fn w1_discriminator(norm: bool, rng: &mut Rng, dev: &Device) -> Result<Sequential> {
+    let first = Conv2dConfig {
+        bias: true,
+        ..down(1, 64)
+    };
+    let second = Conv2dConfig {
+        bias: !norm,
+        ..down(64, 128)
+    };
     let mut d = Sequential::new()
-        .push(conv(1, 64, 4, 2, 1, true, rng, dev)?)
+        .push(Conv2d::new(first, rng, dev)?)
         .push(LeakyRelu(0.2))
-        .push(conv(64, 128, 4, 2, 1, !norm, rng, dev)?);
+        .push(Conv2d::new(second, rng, dev)?);
     if norm {
         d = d.push(bn(128, dev)?);
     }
@@ -290,40 +283,43 @@ pub fn w1_discriminator(norm: bool, rng: &mut Rng, dev: &Device) -> Result<Seque
 
 /// W2's generator: pytorch/examples/dcgan with ngf = 64, nc = 3.
 pub fn w2_generator(rng: &mut Rng, dev: &Device) -> Result<Sequential> {
-    let mut g = Sequential::new().push(Reshape(vec![NZ, 1, 1]));
-    let widths = [NZ, 512, 256, 128, 64];
-    for i in 0..4 {
-        let (stride, padding) = if i == 0 { (1, 0) } else { (2, 1) };
+    let first = ConvTranspose2dConfig {
+        stride: 1,
+        padding: 0,
+        ..up(NZ, 512)
+    };
+    let mut g = Sequential::new()
+        .push(Reshape(vec![NZ, 1, 1]))
+        .push(ConvTranspose2d::new(first, rng, dev)?)
+        .push(bn(512, dev)?)
+        .push(Relu);
+    for (c_in, c_out) in [(512, 256), (256, 128), (128, 64)] {
         g = g
-            .push(conv_t(
-                widths[i],
-                widths[i + 1],
-                4,
-                stride,
-                padding,
-                false,
-                rng,
-                dev,
-            )?)
-            .push(bn(widths[i + 1], dev)?)
+            .push(ConvTranspose2d::new(up(c_in, c_out), rng, dev)?)
+            .push(bn(c_out, dev)?)
             .push(Relu);
     }
-    Ok(g.push(conv_t(64, 3, 4, 2, 1, false, rng, dev)?).push(Tanh))
+    Ok(g.push(ConvTranspose2d::new(up(64, 3), rng, dev)?)
+        .push(Tanh))
 }
 
 /// W2's discriminator (logits; the reference's Sigmoid is folded into BCE-with-logits).
 pub fn w2_discriminator(rng: &mut Rng, dev: &Device) -> Result<Sequential> {
     let mut d = Sequential::new()
-        .push(conv(3, 64, 4, 2, 1, false, rng, dev)?)
+        .push(Conv2d::new(down(3, 64), rng, dev)?)
         .push(LeakyRelu(0.2));
     for (c_in, c_out) in [(64, 128), (128, 256), (256, 512)] {
         d = d
-            .push(conv(c_in, c_out, 4, 2, 1, false, rng, dev)?)
+            .push(Conv2d::new(down(c_in, c_out), rng, dev)?)
             .push(bn(c_out, dev)?)
             .push(LeakyRelu(0.2));
     }
-    Ok(d.push(conv(512, 1, 4, 1, 0, false, rng, dev)?)
-        .push(Flatten))
+    let last = Conv2dConfig {
+        stride: 1,
+        padding: 0,
+        ..down(512, 1)
+    };
+    Ok(d.push(Conv2d::new(last, rng, dev)?).push(Flatten))
 }
 
 /// W3's MLP generator.
@@ -460,7 +456,7 @@ impl Bench {
         };
         x_hat.set_requires_grad(true);
         let score = self.d.forward(&x_hat)?.sum_all()?;
-        let g = autograd::grad(&[score], None, &[x_hat.clone()], true)?
+        let g = autograd::grad(&[score], None, std::slice::from_ref(&x_hat), true)?
             .remove(0)
             .ok_or_else(|| Error::Autograd("critic output does not depend on its input".into()))?;
         let norms = g.flatten(1)?.sqr()?.sum(&[1], false)?.sqrt();
@@ -544,6 +540,41 @@ impl Bench {
             },
         ])
     }
+}
+
+/// The lines a run prints: per-step times and `RESULT ganforge <name> <device> median_ms X`
+/// for each series (the form of the PyTorch reference script), then a Markdown table with
+/// GFLOP/s and the share of the 190 GFLOP/s ceiling.
+pub fn report(series: &[Series], device: &str) -> String {
+    let mut out = String::new();
+    for s in series {
+        let per_step: Vec<String> = s.step_ms.iter().map(|t| format!("{t:.1}")).collect();
+        out += &format!(
+            "ganforge {} per-step ms: [{}]\n",
+            s.name,
+            per_step.join(", ")
+        );
+        out += &format!(
+            "RESULT ganforge {} {device} median_ms {:.2}\n",
+            s.name,
+            s.median_ms()
+        );
+    }
+    out += &format!(
+        "\n| workload | median ms/step | GFLOP/step | GFLOP/s | % of {CEILING_GFLOPS} GFLOP/s |\n"
+    );
+    out += "|---|---|---|---|---|\n";
+    for s in series {
+        out += &format!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.0}% |\n",
+            s.name,
+            s.median_ms(),
+            s.flops / 1e9,
+            s.gflops(),
+            100.0 * s.gflops() / CEILING_GFLOPS
+        );
+    }
+    out
 }
 
 #[cfg(test)]

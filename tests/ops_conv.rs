@@ -1924,7 +1924,13 @@ fn batch_norm_recorded_backward_equals_fused_backward() {
             .batch_norm(None, Some(&gamma), None, true, BatchNormParams::default())
             .unwrap();
         let s = weighted_sum(&y, 79);
-        let fused = autograd::grad(&[s.clone()], None, &[x.clone(), gamma.clone()], false).unwrap();
+        let fused = autograd::grad(
+            std::slice::from_ref(&s),
+            None,
+            &[x.clone(), gamma.clone()],
+            false,
+        )
+        .unwrap();
         let recorded = autograd::grad(&[s], None, &[x.clone(), gamma.clone()], true).unwrap();
         for (i, (a, b)) in fused.iter().zip(&recorded).enumerate() {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());

@@ -47,7 +47,7 @@ pub fn parse_batch(
     images: &mut Vec<f32>,
     labels: &mut Vec<usize>,
 ) -> Result<()> {
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_LEN) {
         return Err(Error::data(
             path,
             format!(

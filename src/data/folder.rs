@@ -120,7 +120,7 @@ pub fn list_folder(dir: &Path) -> Result<FolderListing> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        labels.extend(std::iter::repeat(label).take(class_files.len()));
+        labels.extend(std::iter::repeat_n(label, class_files.len()));
         files.extend(class_files);
     }
     if !classes.is_empty() {

@@ -100,7 +100,7 @@ impl Dataset {
     ) -> Result<Dataset> {
         let name = name.into();
         let per = channels * height * width;
-        if per == 0 || images.len() % per != 0 {
+        if per == 0 || !images.len().is_multiple_of(per) {
             return Err(Error::data(
                 &name,
                 format!(

@@ -28,6 +28,7 @@ pub mod config;
 pub mod losses;
 pub mod models;
 pub mod step;
+pub mod trainer;
 
 pub use config::{DataShape, GanConfig, ModelKind};
 pub use models::{Architecture, DNorm, Discriminator, Generator};

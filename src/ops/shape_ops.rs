@@ -219,7 +219,7 @@ impl Tensor {
         if &shape == self.shape() {
             return Ok(self.clone());
         }
-        Ok(self.from_op_shared(
+        Ok(self.shared_with_op(
             shape,
             Op::Reshape {
                 input: self.clone(),

@@ -118,17 +118,25 @@ impl Optimizer for Adam {
             }
             fused_update(p, &g, &[&st["exp_avg"], &st["exp_avg_sq"]], |p, g, s| {
                 let [m, v] = s else { unreachable!() };
-                for j in 0..p.len() {
-                    let gj = if wd != 0.0 { g[j] + wd * p[j] } else { g[j] };
+                // One pass over zipped slices (no bounds checks, so it vectorises); the
+                // branches are on constants and hoisted out of the loop.
+                let lerp_low = w1 < 0.5;
+                let items = p
+                    .iter_mut()
+                    .zip(g.iter())
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut());
+                for (((pj, &gj), mj), vj) in items {
+                    let gj = if wd != 0.0 { gj + wd * *pj } else { gj };
                     // PyTorch's lerp: weight < 0.5 ? a + w (b - a) : b - (b - a)(1 - w).
-                    m[j] = if w1 < 0.5 {
-                        m[j] + w1 * (gj - m[j])
+                    *mj = if lerp_low {
+                        *mj + w1 * (gj - *mj)
                     } else {
-                        gj - (gj - m[j]) * (1.0 - w1)
+                        gj - (gj - *mj) * (1.0 - w1)
                     };
-                    v[j] = v[j] * beta2 + w2 * gj * gj;
-                    let denom = v[j].sqrt() / bc2_sqrt + eps;
-                    p[j] += -step_size * (m[j] / denom);
+                    *vj = *vj * beta2 + w2 * gj * gj;
+                    let denom = vj.sqrt() / bc2_sqrt + eps;
+                    *pj += -step_size * (*mj / denom);
                 }
             })?;
         }

@@ -103,7 +103,7 @@ impl Tensor {
     }
 
     /// Like [`Tensor::from_op`] but sharing the input's storage (reshape of contiguous data).
-    pub(crate) fn from_op_shared(&self, shape: Shape, op: Op) -> Tensor {
+    pub(crate) fn shared_with_op(&self, shape: Shape, op: Op) -> Tensor {
         let track = autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked());
         Self::make(
             self.0.storage.clone(),

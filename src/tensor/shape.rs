@@ -102,7 +102,7 @@ impl Shape {
     pub fn broadcast(op: &'static str, lhs: &Shape, rhs: &Shape) -> Result<Shape> {
         let rank = lhs.rank().max(rhs.rank());
         let mut dims = vec![0; rank];
-        for i in 0..rank {
+        for (i, dim) in dims.iter_mut().enumerate() {
             let l = if i < rank - lhs.rank() {
                 1
             } else {
@@ -113,7 +113,7 @@ impl Shape {
             } else {
                 rhs.0[i - (rank - rhs.rank())]
             };
-            dims[i] = match (l, r) {
+            *dim = match (l, r) {
                 (a, b) if a == b => a,
                 (1, b) => b,
                 (a, 1) => a,

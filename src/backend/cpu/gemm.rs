@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 const KC: usize = 256;
 /// Rows of A per task block (a multiple of every MR below: 8, 6, 4).
 const MC: usize = 96;
+// Task blocks must start on a panel boundary of every microkernel (MR = 8, 6 or 4).
+const _: () = assert!(MC % 8 == 0 && MC % 6 == 0 && MC % 4 == 0);
 /// Columns of B per packed block.
 const NC: usize = 4096;
 
@@ -158,6 +160,7 @@ pub fn gemm_with(
     let threads = rayon::current_num_threads();
     // Sized for the largest block; reused across blocks and returned to the pool at the end.
     let mut packed_b = super::pool::take(n.min(NC).div_ceil(nr) * nr * k.min(KC));
+    let mut packed_a = super::pool::take(m.div_ceil(mr) * mr * k.min(KC));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let b_panels = nc.div_ceil(nr);
@@ -177,24 +180,24 @@ pub fn gemm_with(
             let n_chunks = (2 * threads).div_ceil(m_blocks).clamp(1, b_panels);
             let panels_per_chunk = b_panels.div_ceil(n_chunks);
             let packed_b = &packed_b[..b_panels * kc * nr];
+            // Pack all of A[.., pc..pc+kc] into MR-row panels once, shared by every task (MC is
+            // a multiple of MR, so block `mb` starts at panel `mb * MC / MR`).
+            let a_panels_total = m.div_ceil(mr);
+            packed_a[..a_panels_total * kc * mr]
+                .par_chunks_mut(kc * mr)
+                .enumerate()
+                .for_each(|(panel, dst)| {
+                    let i0 = panel * mr;
+                    pack_a_panel(a, i0, mr.min(m - i0), pc, kc, mr, dst);
+                });
+            let packed_a = &packed_a[..a_panels_total * kc * mr];
             (0..m_blocks * n_chunks).into_par_iter().for_each(|task| {
                 let (mb, nb) = (task / n_chunks, task % n_chunks);
                 let ic = mb * MC;
                 let mc = MC.min(m - ic);
                 let a_panels = mc.div_ceil(mr);
-                // Pack A[ic..ic+mc, pc..pc+kc] into MR-row panels, in this thread's buffer.
-                PACKED_A.with(|buf| {
-                    let mut packed_a = buf.borrow_mut();
-                    if packed_a.len() < a_panels * kc * mr {
-                        packed_a.resize(a_panels * kc * mr, 0.0);
-                    }
-                    for (panel, dst) in packed_a[..a_panels * kc * mr]
-                        .chunks_mut(kc * mr)
-                        .enumerate()
-                    {
-                        let i0 = ic + panel * mr;
-                        pack_a_panel(a, i0, mr.min(ic + mc - i0), pc, kc, mr, dst);
-                    }
+                let block_a = &packed_a[(ic / mr) * kc * mr..];
+                {
                     let first = nb * panels_per_chunk;
                     let last = ((nb + 1) * panels_per_chunk).min(b_panels);
                     let mut scratch = vec![0.0f32; mr * nr];
@@ -205,7 +208,7 @@ pub fn gemm_with(
                         for ip in 0..a_panels {
                             let i0 = ic + ip * mr;
                             let rows = mr.min(m - i0);
-                            let a_panel = packed_a[ip * kc * mr..].as_ptr();
+                            let a_panel = block_a[ip * kc * mr..].as_ptr();
                             // SAFETY: every task writes only rows [ic, ic+mc) x cols of its own B
                             // panels, so writes never overlap; extents were checked above; the
                             // kernel was selected for this CPU.
@@ -226,11 +229,12 @@ pub fn gemm_with(
                             }
                         }
                     }
-                });
+                }
             });
         }
     }
     super::pool::recycle(packed_b);
+    super::pool::recycle(packed_a);
 }
 
 /// Packs `B[pc..pc+kc, j0..j0+cols]` as `dst[p * nr + j]`, zero-filling columns `cols..nr`.
@@ -302,12 +306,6 @@ fn pack_a_panel(
             }
         }
     }
-}
-
-thread_local! {
-    /// Each thread's packed-A buffer: kept for the thread's life (at most `MC * KC` floats,
-    /// 96 KiB), so packing never allocates in steady state, whatever the task scheduling.
-    static PACKED_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A raw pointer that rayon tasks may share; soundness is argued at the single use site.
@@ -464,6 +462,7 @@ mod tests {
     }
 
     /// The reference: a naive triple loop in f64.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         m: usize,
         n: usize,
