@@ -530,6 +530,10 @@ fn gpu_conv_transpose2d_and_its_gradients_match_the_cpu() {
         (1, 4, 7, 7, 1, 4, 2, 1, 0),
         (2, 3, 5, 4, 2, 5, 3, 2, 2),
         (1, 9, 3, 3, 66, 4, 2, 1, 1),
+        // At least 16 output channels: the per-phase GEMM (fewer: a thread per output).
+        (3, 5, 7, 9, 20, 3, 2, 1, 1),
+        (2, 3, 5, 4, 17, 5, 3, 2, 2),
+        (2, 4, 6, 5, 16, 3, 1, 1, 0),
     ] {
         let x = randn(&mut r, &[n, ci, h, w], 1.0);
         let wt = randn(&mut r, &[ci, co, k, k], 0.5);
