@@ -23,7 +23,7 @@ const KC: usize = 256;
 /// Rows of A per task block (a multiple of every MR below: 8, 6, 4).
 const MC: usize = 96;
 // Task blocks must start on a panel boundary of every microkernel (MR = 8, 6 or 4).
-const _: () = assert!(MC % 8 == 0 && MC % 6 == 0 && MC % 4 == 0);
+const _: () = assert!(MC.is_multiple_of(8) && MC.is_multiple_of(6) && MC.is_multiple_of(4));
 /// Columns of B per packed block.
 const NC: usize = 4096;
 
