@@ -15,6 +15,10 @@
 //   ih = (oh + p - ph) / s - a  (0 outside the input).
 // Without phases, 1 - 1/s^2 of the GEMM's multiply-adds would be by zero (3/4 at stride 2).
 //
+// `conv_transpose2d_thread`, for few output channels (an image generator's last layer has 1 or
+// 3, which would leave 61 of a tile's 64 rows idle): one thread per output element, summing
+// over ci and the taps of its phase directly. Dispatch: (x, y) covering N*C_out*OH*OW / 256.
+//
 // Tiling as matmul.wgsl: 16 x 16 threads, 64 x 64 outputs per workgroup, 4 x 4 per thread;
 // each thread's column is decomposed once, each K slice's indices once into `k_tab`.
 // Dispatch: (ceil(N * ceil(OH/s) * ceil(OW/s) / 64), ceil(C_out / 64), s * s).
@@ -164,4 +168,42 @@ fn conv_transpose2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
             }
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn conv_transpose2d_thread(@builtin(global_invocation_id) gid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ohw = p.oh * p.ow;
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= p.n * p.c_out * ohw) {
+        return;
+    }
+    let n = t / (p.c_out * ohw);
+    let co = (t / ohw) % p.c_out;
+    let oh = (t % ohw) / p.ow;
+    let ow = t % p.ow;
+    let khw = p.kh * p.kw;
+    let hw = p.h * p.w;
+    // Taps of this pixel's phase: kh = (oh + p) mod s + a s, input row (oh + p - kh) / s.
+    let ph = (oh + p.padding) % p.stride;
+    let pw = (ow + p.padding) % p.stride;
+    var acc = 0.0;
+    for (var kh = ph; kh < p.kh; kh += p.stride) {
+        let ih = (i32(oh + p.padding) - i32(kh)) / i32(p.stride);
+        if (ih < 0 || ih >= i32(p.h)) {
+            continue;
+        }
+        for (var kw = pw; kw < p.kw; kw += p.stride) {
+            let iw = (i32(ow + p.padding) - i32(kw)) / i32(p.stride);
+            if (iw < 0 || iw >= i32(p.w)) {
+                continue;
+            }
+            let x_at = n * p.c_in * hw + u32(ih) * p.w + u32(iw);
+            let w_at = co * khw + kh * p.kw + kw;
+            for (var ci = 0u; ci < p.c_in; ci++) {
+                acc = fma(x[x_at + ci * hw], weight[w_at + ci * p.c_out * khw], acc);
+            }
+        }
+    }
+    out[t] = acc;
 }

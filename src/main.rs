@@ -675,7 +675,8 @@ fn ascii_scatter(points: &[f32], mixture: &GaussianMixture) -> String {
 enum BenchDevice {
     /// The CPU kernels (rayon; set RAYON_NUM_THREADS to match a reference's thread count).
     Cpu,
-    /// The GPU backend (not built yet: an error).
+    /// The GPU kernels (WGSL through wgpu); each timed step ends with its loss read back, so
+    /// the GPU has finished inside the timed region.
     Gpu,
 }
 
@@ -697,18 +698,24 @@ struct BenchArgs {
 }
 
 fn bench(args: &BenchArgs) -> ganforge::Result<()> {
-    if let BenchDevice::Gpu = args.device {
-        return Err(ganforge::Error::invalid(
-            "bench",
-            "the GPU backend is not built yet (issue 4); use --device cpu",
-        ));
-    }
-    println!("device: cpu, {} threads", rayon::current_num_threads());
+    let dev = match args.device {
+        BenchDevice::Cpu => {
+            println!("device: cpu, {} threads", rayon::current_num_threads());
+            Device::Cpu
+        }
+        BenchDevice::Gpu => {
+            let dev = Device::gpu()?;
+            if let Device::Gpu(g) = &dev {
+                println!("device: gpu: {}", g.info());
+            }
+            dev
+        }
+    };
     let mut series = Vec::new();
     for &w in &args.workload {
-        let mut b = ganforge::bench::Bench::new(w, &Device::Cpu)?;
+        let mut b = ganforge::bench::Bench::new(w, &dev)?;
         series.extend(b.run(args.warmup, args.steps)?);
     }
-    print!("{}", ganforge::bench::report(&series, "cpu"));
+    print!("{}", ganforge::bench::report(&series, &dev.name()));
     Ok(())
 }

@@ -25,12 +25,23 @@ impl Device {
         GpuDevice::shared().map(Device::Gpu)
     }
 
-    /// A GPU when wgpu finds an adapter, otherwise the CPU. The second value is one line that
-    /// says which and why (for a log or the CLI), e.g.
+    /// A GPU when wgpu finds a hardware adapter, otherwise the CPU. The second value is one
+    /// line that says which and why (for a log or the CLI), e.g.
     /// `gpu: NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)` or
     /// `cpu (no GPU: No suitable graphics adapter found; ...)`.
+    ///
+    /// A software adapter (Mesa's lavapipe/llvmpipe, device type `Cpu`) is not taken: it runs
+    /// the WGSL kernels on the CPU, 10-40x slower than the CPU kernels. [`Device::gpu`] still
+    /// returns it (that is how CI tests the GPU kernels).
     pub fn auto() -> (Device, String) {
         match GpuDevice::shared() {
+            Ok(g) if g.info().device_type == "Cpu" => (
+                Device::Cpu,
+                format!(
+                    "cpu (the only GPU adapter is a software one, {}; --device gpu uses it anyway)",
+                    g.info().name
+                ),
+            ),
             Ok(g) => {
                 let line = format!("gpu: {}", g.info());
                 (Device::Gpu(g), line)

@@ -150,12 +150,13 @@ pub enum TrainError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
-    /// The GPU when this build has a GPU backend, otherwise the CPU.
+    /// A hardware GPU when wgpu finds one, otherwise the CPU (the choice is printed).
     #[default]
     Auto,
     /// The CPU (rayon kernels).
     Cpu,
-    /// The GPU backend (not built yet: an error).
+    /// The GPU (WGSL kernels through wgpu; any adapter, software ones included); an error
+    /// with wgpu's reason when there is none.
     Gpu,
 }
 
@@ -164,15 +165,22 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<(Device, Option<String>)> {
         match self {
             DeviceChoice::Cpu => Ok((Device::Cpu, None)),
-            DeviceChoice::Auto => Ok((
-                Device::Cpu,
-                Some("device: cpu (this build has no GPU backend)".to_string()),
-            )),
-            DeviceChoice::Gpu => Err(TrainError::Device(
-                "--device gpu: the GPU backend is not built yet (issue 4); use --device cpu \
-                 or --device auto"
-                    .to_string(),
-            )),
+            DeviceChoice::Auto => {
+                let (device, line) = Device::auto();
+                Ok((device, Some(format!("device: {line}"))))
+            }
+            DeviceChoice::Gpu => match Device::gpu() {
+                Ok(device) => {
+                    let line = match &device {
+                        Device::Gpu(g) => format!("device: gpu: {}", g.info()),
+                        Device::Cpu => "device: cpu".to_string(),
+                    };
+                    Ok((device, Some(line)))
+                }
+                Err(e) => Err(TrainError::Device(format!(
+                    "--device gpu: {e}; use --device cpu or --device auto"
+                ))),
+            },
         }
     }
 }

@@ -21,7 +21,7 @@ use super::conv2d::{conv_geometry, valid_range, Conv2dParams, Conv2dWeightGradPa
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::cpu::{pool, swap_outer_dims};
 use crate::backend::gpu::params::ConvParams;
-use crate::backend::gpu::{Access, KernelSpec, Shader};
+use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
@@ -38,6 +38,15 @@ const CONV_TRANSPOSE2D_FORWARD: KernelSpec = KernelSpec {
     storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
     uniform: 3,
 };
+
+const CONV_TRANSPOSE2D_THREAD: KernelSpec = KernelSpec {
+    shader: &CONV_TRANSPOSE2D_WGSL,
+    entry: "conv_transpose2d_thread",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+/// Below this many output channels, one thread per output element beats 64-row GEMM tiles.
+const FEW_CHANNELS: u32 = 16;
 
 /// conv_transpose2d on the GPU: one implicit GEMM per stride phase (see the shader), each
 /// `[C_out, C_in*|taps|] x [C_in*|taps|, N*|pixels of the phase|]`, all in one dispatch of
@@ -65,6 +74,15 @@ fn conv_transpose2d_gpu(
             k,
             cols,
         );
+    }
+    if geo.c_out < FEW_CHANNELS {
+        let total = (geo.n * geo.c_out * geo.oh * geo.ow) as usize;
+        let out = dev.alloc("conv_transpose2d", total);
+        let groups = groups_for(total, WORKGROUP);
+        let spec = &CONV_TRANSPOSE2D_THREAD;
+        dev.dispatch("conv_transpose2d", spec, &[], &geo, &[w, x, &out], groups);
+        dev.check("conv_transpose2d")?;
+        return Ok(out);
     }
     let s = geo.stride as usize;
     let m = geo.c_out as usize;

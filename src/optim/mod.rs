@@ -10,7 +10,7 @@
 //!
 //! An update is one pass over the parameter's data (parallel in chunks for large tensors),
 //! reading the gradient and updating the state buffers in the same loop. On a GPU it is one
-//! kernel of `shaders/optim.wgsl` per parameter ([`gpu_update`]), with the same formulas, so a
+//! kernel of `shaders/optim.wgsl` per parameter (`gpu_update`), with the same formulas, so a
 //! training step never copies parameters to the host. The `step` counters stay on the host
 //! (as PyTorch keeps them on the CPU): the bias corrections are computed from them there.
 

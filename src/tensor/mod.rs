@@ -191,7 +191,7 @@ impl Tensor {
     /// ```
     /// use ganforge::{Device, Tensor};
     /// let t = Tensor::from_vec(vec![1.0, 2.0], [2]).unwrap();
-    /// let (dev, _why) = Device::auto(); // the GPU if there is one
+    /// let (dev, _why) = Device::auto(); // a hardware GPU if there is one, else the CPU
     /// let back = t.to_device(&dev).unwrap().to_device(&Device::Cpu).unwrap();
     /// assert_eq!(back.to_vec(), vec![1.0, 2.0]);
     /// ```
