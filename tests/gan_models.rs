@@ -558,9 +558,10 @@ fn ema_follows_the_decay_formula() {
             assert_eq!(e1, &want, "{name}");
         }
         assert_ne!(after, g, "EMA must lag behind G");
-        // Buffers (batch-norm statistics) follow G's.
+        // Buffers (batch-norm statistics) are the EMA generator's own, not G's.
+        gan.refresh_ema_stats().unwrap();
         let gb = snapshot(gan.generator().named_buffers());
-        assert_eq!(snapshot(gan.generator_ema().unwrap().named_buffers()), gb);
+        assert_ne!(snapshot(gan.generator_ema().unwrap().named_buffers()), gb);
     }
     // Sampling from the EMA weights differs from G and equals the EMA generator's own.
     let z = Tensor::randn(0.0, 1.0, [4, 8], &mut rng, &CPU);
@@ -573,6 +574,152 @@ fn ema_follows_the_decay_formula() {
         .unwrap()
         .to_vec();
     assert_eq!(from_ema, direct);
+}
+
+/// Per-channel mean and unbiased variance of `x` (`[N, C, H, W]`, row-major), in f64.
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut mean = vec![0f64; c];
+    let mut var = vec![0f64; c];
+    let count = (n * hw) as f64;
+    for ch in 0..c {
+        let vals = (0..n).flat_map(|i| x[(i * c + ch) * hw..(i * c + ch + 1) * hw].iter());
+        let m = vals.clone().map(|&v| v as f64).sum::<f64>() / count;
+        let ss: f64 = vals.map(|&v| (v as f64 - m).powi(2)).sum();
+        mean[ch] = m;
+        var[ch] = ss / (count - 1.0);
+    }
+    (mean, var)
+}
+
+fn max_gap(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The EMA generator's batch norm holds its *own* standing statistics: the first batch-norm
+/// layer's running mean and variance equal, to f32 rounding, the per-channel statistics of
+/// the EMA weights' first-layer activations over the standing batches (recomputed here by
+/// hand), not the statistics of the generator being trained. In eval mode the EMA samples
+/// then match its training-mode (batch statistics) output on a large batch, while G's
+/// statistics (what an EMA generator used before) give visibly different samples.
+#[test]
+fn ema_batch_norm_uses_its_own_standing_statistics() {
+    use ganforge::gan::step::{
+        STANDING_STATS_BATCHES, STANDING_STATS_BATCH_SIZE, STANDING_STATS_SEED,
+    };
+    let shape = DataShape::image(1, 28, 28, 0);
+    let mut cfg = small(ModelKind::Dcgan, false);
+    cfg.ema_decay = 0.9;
+    cfg.lr_g = 1e-2;
+    let mut rng = Rng::new(11);
+    let mut gan = Gan::new(&cfg, &shape, &mut rng, &CPU).unwrap();
+    run(&mut gan, &shape, 5, &mut rng);
+    gan.refresh_ema_stats().unwrap();
+    let ema = gan.generator_ema().unwrap();
+    let params: HashMap<String, Tensor> = ema.named_parameters().into_iter().collect();
+    let bufs: HashMap<String, Vec<f32>> = snapshot(ema.named_buffers()).into_iter().collect();
+    let g_bufs: HashMap<String, Vec<f32>> = snapshot(gan.generator().named_buffers())
+        .into_iter()
+        .collect();
+
+    // Conv28's first layer is ConvTranspose2d(nz, 4 ngf, 7) on a 1x1 input: its output at
+    // (n, o, y, x) is sum_i z[n, i] W[i, o, y, x], i.e. z @ W viewed as [nz, 4 ngf * 49].
+    let w = &params["main.0.weight"];
+    assert_eq!(w.dims(), &[8, 16, 7, 7]);
+    let wm = w.reshape([8, 16 * 49]).unwrap();
+    let mut srng = Rng::new(STANDING_STATS_SEED);
+    let (mut mean, mut var) = (vec![0f64; 16], vec![0f64; 16]);
+    for _ in 0..STANDING_STATS_BATCHES {
+        let z = Tensor::randn(0.0, 1.0, [STANDING_STATS_BATCH_SIZE, 8], &mut srng, &CPU);
+        let act = z.matmul(&wm).unwrap().to_vec();
+        let (m, v) = channel_stats(&act, STANDING_STATS_BATCH_SIZE, 16, 49);
+        for c in 0..16 {
+            mean[c] += m[c] / STANDING_STATS_BATCHES as f64;
+            var[c] += v[c] / STANDING_STATS_BATCHES as f64;
+        }
+    }
+    for (name, want) in [("main.1.running_mean", &mean), ("main.1.running_var", &var)] {
+        for (c, (&got, &want)) in bufs[name].iter().zip(want.iter()).enumerate() {
+            assert!(
+                (got as f64 - want).abs() <= 1e-5 + 1e-4 * want.abs(),
+                "{name}[{c}]: {got} vs the activations' {want}"
+            );
+        }
+    }
+    // (The means are near 0 for both: z is centred. The variances tell them apart.)
+    let gap = max_gap(&bufs["main.1.running_var"], &g_bufs["main.1.running_var"]);
+    assert!(gap > 1e-2, "G's statistics are not the EMA's ({gap})");
+    assert_eq!(
+        bufs["main.1.num_batches_tracked"],
+        [STANDING_STATS_BATCHES as f32]
+    );
+
+    // Eval mode with the standing statistics ~ training mode on a large batch.
+    let tensors = deep_copy(gan.state_dict());
+    let z = Tensor::randn(0.0, 1.0, [512, 8], &mut Rng::new(12), &CPU);
+    let eval = gan.generate(&z, None, true).unwrap().to_vec();
+    let scratch = Gan::generator_from(&cfg, &shape, &tensors, true, &CPU).unwrap();
+    assert_eq!(scratch.generate(&z, None).unwrap().to_vec(), eval);
+    scratch.set_training(true);
+    let batch_stats = {
+        let _ng = autograd::no_grad();
+        scratch.forward(&z).unwrap().to_vec()
+    };
+    // The old way: the EMA weights with G's running statistics.
+    scratch.set_training(false);
+    for (name, b) in scratch.named_buffers() {
+        b.copy_from(
+            &gan.generator()
+                .named_buffers()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+    }
+    let with_g_stats = scratch.generate(&z, None).unwrap().to_vec();
+    let (standing_gap, g_gap) = (
+        max_gap(&eval, &batch_stats),
+        max_gap(&with_g_stats, &batch_stats),
+    );
+    eprintln!("eval vs batch statistics: standing {standing_gap}, G's {g_gap}");
+    assert!(standing_gap < 0.05, "standing statistics: {standing_gap}");
+    assert!(
+        g_gap > 4.0 * standing_gap,
+        "G's statistics: {g_gap} vs {standing_gap}"
+    );
+}
+
+/// Sampling from the EMA generator during training (which computes its standing statistics)
+/// changes neither the training nor the saved state: the statistics come from their own
+/// random stream and depend on the EMA weights alone.
+#[test]
+fn ema_sampling_during_training_changes_nothing() {
+    let shape = DataShape::image(1, 28, 28, 10);
+    let mut cfg = small(ModelKind::Dcgan, true);
+    cfg.ema_decay = 0.9;
+    let mut states = Vec::new();
+    for sample_every_step in [false, true] {
+        let mut rng = Rng::new(13);
+        let mut gan = Gan::new(&cfg, &shape, &mut rng, &CPU).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..4 {
+            let (real, labels) = batch(&shape, 4, &mut rng);
+            losses.push(gan.train_step(&real, labels.as_deref(), &mut rng).unwrap());
+            if sample_every_step {
+                let z = Tensor::randn(0.0, 1.0, [3, 8], &mut Rng::new(1), &CPU);
+                gan.generate(&z, Some(&[0, 1, 2]), true).unwrap();
+            }
+        }
+        states.push((losses, snapshot(gan.state_dict()), rng.next_u64()));
+    }
+    assert!(
+        states[0] == states[1],
+        "sampling the EMA generator changed the run"
+    );
 }
 
 #[test]

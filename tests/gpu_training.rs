@@ -24,11 +24,12 @@ mod common;
 mod gpu_support;
 
 use ganforge::bench::{w1_discriminator, w1_generator, NZ};
-use ganforge::gan::{DataShape, Gan, GanConfig, ModelKind};
+use ganforge::gan::{DataShape, Gan, GanConfig, Generator, ModelKind};
 use ganforge::nn::Module;
 use ganforge::optim::{Adam, AdamConfig, Optimizer};
 use ganforge::{Device, Rng, Tensor};
 use gpu_support::gpu_or_skip;
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// `steps` W1 GAN steps at `batch`; returns `(loss_d, loss_g)` per step. With `perturb`,
@@ -179,6 +180,52 @@ fn gpu_every_gan_family_trains_like_the_cpu() {
         let want: Vec<f64> = sc.iter().map(|&v| v as f64).collect();
         common::assert_close(&format!("{model:?}: EMA samples"), sg, &want, 1e-4, 1e-3);
     }
+}
+
+/// Standing statistics (the EMA generator's batch norm, recomputed from its own
+/// training-mode passes with the in-place running-average ops) give the same running
+/// statistics and eval-mode samples on the GPU as on the CPU.
+#[test]
+fn gpu_standing_statistics_match_the_cpu() {
+    let Some(gpu) = gpu_or_skip("gpu_standing_statistics_match_the_cpu") else {
+        return;
+    };
+    let shape = DataShape::image(1, 28, 28, 10);
+    let cfg = GanConfig {
+        conditional: true,
+        latent_dim: 8,
+        ngf: 4,
+        ndf: 4,
+        ..GanConfig::defaults_for(ModelKind::Dcgan)
+    };
+    let cpu_g = Generator::new(&cfg, &shape, &mut Rng::new(3), &Device::Cpu).unwrap();
+    let gpu_g = Generator::new(&cfg, &shape, &mut Rng::new(4), &gpu).unwrap();
+    let weights: HashMap<String, Tensor> = cpu_g.state_dict().into_iter().collect();
+    gpu_g.load_state_dict(&weights, true).unwrap();
+    for g in [&cpu_g, &gpu_g] {
+        g.set_training(false);
+        g.standing_stats(3, 16, &mut Rng::new(5)).unwrap();
+        assert!(!g.is_training(), "the mode is restored");
+    }
+    for ((name, c), (_, g)) in cpu_g.named_buffers().iter().zip(gpu_g.named_buffers()) {
+        let want: Vec<f64> = c.to_vec().iter().map(|&v| v as f64).collect();
+        common::assert_close(name, &g.try_to_vec().unwrap(), &want, 1e-5, 1e-4);
+    }
+    let z = Tensor::randn(0.0, 1.0, [6, 8], &mut Rng::new(6), &Device::Cpu);
+    let labels = [0, 1, 2, 7, 8, 9];
+    let want: Vec<f64> = cpu_g
+        .generate(&z, Some(&labels))
+        .unwrap()
+        .to_vec()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let got = gpu_g
+        .generate(&z.to_device(&gpu).unwrap(), Some(&labels))
+        .unwrap()
+        .try_to_vec()
+        .unwrap();
+    common::assert_close("eval-mode samples", &got, &want, 1e-4, 1e-3);
 }
 
 #[test]

@@ -482,6 +482,59 @@ impl Generator {
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
     }
+
+    /// True when the layout has batch norm (the convolutional generators), whose running
+    /// statistics [`Generator::generate`] uses.
+    pub fn has_batch_norm(&self) -> bool {
+        !self.main.named_buffers().is_empty()
+    }
+
+    /// Recomputes the batch-norm running statistics from this generator's own activations
+    /// ("standing statistics", Brock et al. 2019, BigGAN §3.1 / appendix): `batches`
+    /// training-mode forward passes of `batch_size` noise vectors from `rng` (a conditional
+    /// G gets classes `i % K`), without a graph, every batch counted equally (PyTorch's
+    /// `momentum=None`). Afterwards `running_mean` is the mean of the batch means and
+    /// `running_var` the mean of the batches' unbiased variances, `num_batches_tracked` is
+    /// `batches`, and the mode is restored. A generator without batch norm is left as it is
+    /// and draws nothing from `rng`.
+    ///
+    /// An EMA generator needs this before eval-mode sampling: its weights are an average, so
+    /// the statistics of the generator being trained do not describe its activations.
+    pub fn standing_stats(&self, batches: usize, batch_size: usize, rng: &mut Rng) -> Result<()> {
+        if !self.has_batch_norm() {
+            return Ok(());
+        }
+        if batches == 0 || batch_size < 2 {
+            return Err(Error::invalid(
+                "standing_stats",
+                format!(
+                    "needs at least one batch of at least 2 ({batches} batches of {batch_size})"
+                ),
+            ));
+        }
+        let dev = match self.main.named_parameters().first() {
+            Some((_, p)) => p.device(),
+            None => return Ok(()),
+        };
+        let _ng = no_grad();
+        let was_training = self.is_training();
+        self.main.set_training(true);
+        let mut run = || -> Result<()> {
+            self.main.set_cumulative_stats(true)?;
+            let k = self.num_classes;
+            for b in 0..batches {
+                let z = Tensor::randn(0.0, 1.0, [batch_size, self.latent_dim], rng, &dev);
+                let labels: Option<Vec<usize>> =
+                    (k > 0).then(|| (0..batch_size).map(|i| (b * batch_size + i) % k).collect());
+                self.forward_with_labels(&z, labels.as_deref())?;
+            }
+            Ok(())
+        };
+        let out = run();
+        let off = self.main.set_cumulative_stats(false);
+        self.main.set_training(was_training);
+        out.and(off)
+    }
 }
 
 impl Module for Generator {
@@ -499,6 +552,9 @@ impl Module for Generator {
     fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
         self.main.set_training(training);
+    }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        self.main.set_cumulative_stats(on)
     }
 }
 
@@ -656,5 +712,8 @@ impl Module for Discriminator {
     }
     fn set_training(&self, training: bool) {
         self.main.set_training(training);
+    }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        self.main.set_cumulative_stats(on)
     }
 }

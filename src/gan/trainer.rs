@@ -1188,6 +1188,9 @@ impl Trainer {
                 meta.insert("data_rng".to_string(), rng_to_string(rng));
             }
         }
+        // Brings the EMA generator's batch-norm statistics up to date (state_dict would too,
+        // but could not report an error).
+        self.gan.refresh_ema_stats()?;
         io::save_checkpoint(&path, &self.gan.state_dict(), &meta)?;
         self.last_checkpoint = Some(self.step);
         Ok(path)

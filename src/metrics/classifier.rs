@@ -404,6 +404,9 @@ impl Module for Classifier {
         self.features.set_training(training);
         self.dropout.set_training(training);
     }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        self.features.set_cumulative_stats(on)
+    }
 }
 
 /// What a classifier checkpoint says about itself.

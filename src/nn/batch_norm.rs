@@ -6,13 +6,18 @@
 //! `running_mean = (1 - momentum) * running_mean + momentum * E[x]`,
 //! `running_var = (1 - momentum) * running_var + momentum * Var_unbiased[x]`,
 //! `num_batches_tracked += 1`. Eval: the running statistics replace the batch statistics.
+//!
+//! [`Module::set_cumulative_stats`] switches to PyTorch's `momentum=None`: the statistics are
+//! reset, and the `k`-th training batch after that updates them with momentum `1 / k`, so they
+//! are the equal-weight average of the batches seen (the "standing statistics" that
+//! [`crate::gan::Generator::standing_stats`] computes for an EMA generator).
 
 use super::{param, Module};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::ops::norm::{BatchNormParams, RunningStats};
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Batch normalisation with learned affine parameters and running statistics.
 pub struct BatchNorm {
@@ -30,6 +35,10 @@ pub struct BatchNorm {
     /// `eps` and `momentum`.
     pub params: BatchNormParams,
     training: AtomicBool,
+    /// Cumulative averaging ([`Module::set_cumulative_stats`]) is on.
+    cumulative: AtomicBool,
+    /// Training batches averaged since cumulative averaging was switched on.
+    cumulative_batches: AtomicU64,
 }
 
 impl BatchNorm {
@@ -53,6 +62,8 @@ impl BatchNorm {
             num_batches_tracked: Tensor::zeros((), device),
             params,
             training: AtomicBool::new(true),
+            cumulative: AtomicBool::new(false),
+            cumulative_batches: AtomicU64::new(0),
         })
     }
 
@@ -65,6 +76,11 @@ impl BatchNorm {
 impl Module for BatchNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let training = self.is_training();
+        let mut params = self.params;
+        if training && self.cumulative.load(Ordering::Relaxed) {
+            let k = self.cumulative_batches.fetch_add(1, Ordering::Relaxed) + 1;
+            params.momentum = 1.0 / k as f32;
+        }
         let y = x.batch_norm(
             Some(RunningStats {
                 mean: &self.running_mean,
@@ -73,7 +89,7 @@ impl Module for BatchNorm {
             Some(&self.weight),
             Some(&self.bias),
             training,
-            self.params,
+            params,
         )?;
         if training {
             self.num_batches_tracked.affine_in_place(1.0, 1.0)?;
@@ -98,5 +114,18 @@ impl Module for BatchNorm {
     }
     fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
+    }
+    /// On: `running_mean = 0`, `running_var = 1`, `num_batches_tracked = 0` (PyTorch's
+    /// `reset_running_stats`), then every training batch is averaged with equal weight.
+    /// Off: back to `momentum`, keeping the statistics.
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        if on {
+            self.running_mean.fill_in_place(0.0)?;
+            self.running_var.fill_in_place(1.0)?;
+            self.num_batches_tracked.fill_in_place(0.0)?;
+        }
+        self.cumulative_batches.store(0, Ordering::Relaxed);
+        self.cumulative.store(on, Ordering::Relaxed);
+        Ok(())
     }
 }

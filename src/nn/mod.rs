@@ -63,6 +63,14 @@ pub trait Module: Send + Sync {
     /// norm's power iteration); composite modules pass it on to their children.
     fn set_training(&self, _training: bool) {}
 
+    /// Batch norm: `true` resets the running statistics and makes every following
+    /// training-mode batch count equally in them (PyTorch's `momentum=None`, a cumulative
+    /// average); `false` returns to the momentum average, keeping the statistics. Composite
+    /// modules pass it on to their children; other layers ignore it.
+    fn set_cumulative_stats(&self, _on: bool) -> Result<()> {
+        Ok(())
+    }
+
     /// The parameters without their names (what an optimizer takes).
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters()
@@ -145,6 +153,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn set_training(&self, training: bool) {
         (**self).set_training(training)
+    }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        (**self).set_cumulative_stats(on)
     }
 }
 

@@ -72,4 +72,10 @@ impl Module for Sequential {
             l.set_training(training);
         }
     }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        for l in &self.layers {
+            l.set_cumulative_stats(on)?;
+        }
+        Ok(())
+    }
 }

@@ -216,4 +216,7 @@ impl<L: HasWeight> Module for SpectralNorm<L> {
         self.training.store(training, Ordering::Relaxed);
         self.layer.set_training(training);
     }
+    fn set_cumulative_stats(&self, on: bool) -> Result<()> {
+        self.layer.set_cumulative_stats(on)
+    }
 }
