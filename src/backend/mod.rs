@@ -33,6 +33,18 @@ impl Device {
     /// A software adapter (Mesa's lavapipe/llvmpipe, device type `Cpu`) is not taken: it runs
     /// the WGSL kernels on the CPU, 10-40x slower than the CPU kernels. [`Device::gpu`] still
     /// returns it (that is how CI tests the GPU kernels).
+    ///
+    /// ```
+    /// use ganforge::{Device, Tensor};
+    /// let (dev, why) = Device::auto();
+    /// println!("running on {dev}: {why}");
+    /// assert!(why.starts_with(if dev.is_gpu() { "gpu" } else { "cpu" }));
+    /// // The same code runs on either device; the data moves with to_device.
+    /// let x = Tensor::from_vec(vec![-1.0, 2.0], [2]).unwrap().to_device(&dev).unwrap();
+    /// let y = x.relu().mul_scalar(3.0);
+    /// assert_eq!(y.device(), dev);
+    /// assert_eq!(y.to_vec(), vec![0.0, 6.0]); // to_vec copies back to the host
+    /// ```
     pub fn auto() -> (Device, String) {
         match GpuDevice::shared() {
             Ok(g) if g.info().device_type == "Cpu" => (

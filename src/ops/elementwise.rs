@@ -42,9 +42,13 @@ const UNARY: KernelSpec = KernelSpec {
 /// The four broadcasting arithmetic ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `lhs + rhs`.
     Add,
+    /// `lhs - rhs`.
     Sub,
+    /// `lhs * rhs` (elementwise).
     Mul,
+    /// `lhs / rhs` (elementwise).
     Div,
 }
 
@@ -73,13 +77,21 @@ impl BinaryOp {
 /// Pointwise functions of one tensor. Parameters are part of the variant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// `-x`.
     Neg,
+    /// `e^x`.
     Exp,
+    /// The natural logarithm `ln x`.
     Log,
+    /// `sqrt(x)`.
     Sqrt,
+    /// `|x|`.
     Abs,
+    /// `tanh(x)`.
     Tanh,
+    /// The logistic function `1 / (1 + e^-x)`, computed without overflow for large `|x|`.
     Sigmoid,
+    /// `max(x, 0)`.
     Relu,
     /// `x` if `x > 0` else `slope * x`.
     LeakyRelu(f32),
@@ -89,12 +101,16 @@ pub enum UnaryOp {
     Powf(f32),
     /// `min(max(x, min), max)`.
     Clamp {
+        /// Lower bound.
         min: f32,
+        /// Upper bound.
         max: f32,
     },
     /// `mul * x + add` (scalar arithmetic: `x + 1`, `2 * x`, `1 - x`, ...).
     Affine {
+        /// The factor.
         mul: f32,
+        /// The offset added after the product.
         add: f32,
     },
 }

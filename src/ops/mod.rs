@@ -33,88 +33,147 @@ pub enum Op {
     // ---- elementwise.rs: broadcasting binary ops and pointwise unary ops ----
     /// `lhs (+ - * /) rhs` with NumPy broadcasting.
     Binary {
+        /// Which of the four.
         op: BinaryOp,
+        /// The left operand.
         lhs: Tensor,
+        /// The right operand.
         rhs: Tensor,
     },
     /// A pointwise function of one tensor (exp, tanh, leaky_relu, powf, ...).
-    Unary { op: UnaryOp, input: Tensor },
+    Unary {
+        /// The function (with its constants, e.g. the leaky slope).
+        op: UnaryOp,
+        /// Its argument.
+        input: Tensor,
+    },
 
     // ---- reduce.rs ----
     /// Sum over `dims`, keeping them as size 1.
-    Sum { input: Tensor, dims: Vec<usize> },
+    Sum {
+        /// The tensor summed.
+        input: Tensor,
+        /// The dims summed over.
+        dims: Vec<usize>,
+    },
     /// Max over `dim`, kept as size 1; `argmax` remembers where each max came from.
     Max {
+        /// The tensor reduced.
         input: Tensor,
+        /// The dim reduced over.
         dim: usize,
+        /// For each output element, the index along `dim` of its (first) maximum.
         argmax: Arc<Vec<usize>>,
     },
 
     // ---- shape_ops.rs ----
     /// Same data, new shape.
-    Reshape { input: Tensor },
+    Reshape {
+        /// The tensor reshaped.
+        input: Tensor,
+    },
     /// Dims reordered: output dim `i` is input dim `perm[i]`.
-    Permute { input: Tensor, perm: Vec<usize> },
+    Permute {
+        /// The tensor permuted.
+        input: Tensor,
+        /// The permutation, `perm[i]` = the input dim that becomes output dim `i`.
+        perm: Vec<usize>,
+    },
     /// Size-1 (or missing leading) dims repeated to a larger shape.
-    Broadcast { input: Tensor },
+    Broadcast {
+        /// The tensor broadcast (the output's shape is on the output).
+        input: Tensor,
+    },
     /// Inputs joined along `dim`.
-    Concat { inputs: Vec<Tensor>, dim: usize },
+    Concat {
+        /// The tensors joined, in order.
+        inputs: Vec<Tensor>,
+        /// The dim they are joined along.
+        dim: usize,
+    },
     /// `len` entries of `dim` starting at `start`.
     Narrow {
+        /// The tensor sliced.
         input: Tensor,
+        /// The dim sliced.
         dim: usize,
+        /// First entry kept.
         start: usize,
+        /// Entries kept.
         len: usize,
     },
     /// Zeros added before and after along `dim` (the adjoint of narrow).
     Pad {
+        /// The tensor padded.
         input: Tensor,
+        /// The dim padded.
         dim: usize,
+        /// Zeros added before the first entry.
         before: usize,
+        /// Zeros added after the last entry.
         after: usize,
     },
     /// Entries `indices` of `dim` (embedding lookup).
     IndexSelect {
+        /// The tensor read from (an embedding table).
         input: Tensor,
+        /// The dim indexed.
         dim: usize,
+        /// The entries picked, in output order (repeats allowed).
         indices: Arc<Vec<usize>>,
     },
     /// A zero tensor with `size` entries along `dim` into which `input`'s entries are added at
     /// `indices` (the adjoint of index_select).
     IndexAdd {
+        /// The values added; entry `i` along `dim` goes to `indices[i]`.
         input: Tensor,
+        /// The dim indexed.
         dim: usize,
+        /// Where each entry of `input` is added (repeats accumulate).
         indices: Arc<Vec<usize>>,
+        /// Entries of the output along `dim`.
         size: usize,
     },
 
     // ---- matmul.rs ----
     /// `lhs[.., M, K] @ rhs[.., K, N]`.
     Matmul {
+        /// The left factor, as stored (`[.., K, M]` when the layout says transposed).
         lhs: Tensor,
+        /// The right factor, as stored (`[.., N, K]` when the layout says transposed).
         rhs: Tensor,
+        /// Which factors are stored transposed.
         layout: matmul::MatmulLayout,
     },
 
     // ---- conv2d.rs ----
     /// 2-D cross-correlation, PyTorch's `conv2d` (no bias; bias is a broadcast add).
     Conv2d {
+        /// The images, `[N, C_in, H, W]`.
         input: Tensor,
+        /// The filters, `[C_out, C_in, KH, KW]`.
         weight: Tensor,
+        /// Stride and padding.
         params: Conv2dParams,
     },
     /// The weight gradient of conv2d given its input and output gradient; differentiable.
     Conv2dWeightGrad {
+        /// The convolution's input, `[N, C_in, H, W]`.
         input: Tensor,
+        /// The gradient of its output, `[N, C_out, OH, OW]`.
         grad_output: Tensor,
+        /// The convolution's stride and padding, and the kernel size to produce.
         params: Conv2dWeightGradParams,
     },
 
     // ---- conv_transpose2d.rs ----
     /// PyTorch's `conv_transpose2d`: the adjoint of conv2d with respect to its input.
     ConvTranspose2d {
+        /// The images, `[N, C_in, H, W]`.
         input: Tensor,
+        /// The filters, `[C_in, C_out, KH, KW]` (PyTorch's transposed layout).
         weight: Tensor,
+        /// Stride, padding and output padding.
         params: ConvTranspose2dParams,
     },
 
@@ -122,18 +181,27 @@ pub enum Op {
     /// `(x - mean_c) / sqrt(var_c + eps)` with each channel's (dim 1) batch statistics: the
     /// normalisation step of batch norm in training mode, as one fused two-pass kernel.
     BatchNormalize {
+        /// The batch `x`, `[N, C, ...]`.
         input: Tensor,
+        /// Added to the variance under the square root.
         eps: f32,
+        /// The per-channel statistics of the forward pass, reused by the backward kernel.
         stats: Arc<norm::ChannelStats>,
     },
 
     // ---- pool.rs ----
     /// Mean over non-overlapping 2x2 windows (floor for odd sizes, like PyTorch).
-    AvgPool2x2 { input: Tensor },
+    AvgPool2x2 {
+        /// The images, `[N, C, H, W]`.
+        input: Tensor,
+    },
     /// Each pixel repeated 2x2; rows/cols past `2*H`/`2*W` (at most one) are zero.
     UpsampleNearest2x {
+        /// The images, `[N, C, H, W]`.
         input: Tensor,
+        /// Output height (`2*H` or `2*H + 1`).
         out_h: usize,
+        /// Output width (`2*W` or `2*W + 1`).
         out_w: usize,
     },
 }

@@ -53,6 +53,29 @@ impl Default for AdamConfig {
 const NAMES: [&str; 3] = ["step", "exp_avg", "exp_avg_sq"];
 
 /// The Adam optimizer over a fixed list of parameters.
+///
+/// ```
+/// use ganforge::optim::{Adam, AdamConfig, Optimizer};
+/// use ganforge::Tensor;
+/// // Minimise (p - 3)^2 from p = 0.
+/// let p = Tensor::from_vec(vec![0.0], [1]).unwrap();
+/// p.set_requires_grad(true);
+/// let mut opt = Adam::new(vec![p.clone()], AdamConfig { lr: 0.1, ..AdamConfig::default() });
+/// for _ in 0..200 {
+///     opt.zero_grad();
+///     let loss = p.add_scalar(-3.0).sqr().unwrap().sum_all().unwrap();
+///     loss.backward().unwrap();
+///     opt.step().unwrap(); // p is updated in place
+/// }
+/// assert!((p.to_vec()[0] - 3.0).abs() < 0.05);
+/// // The first step moves p by lr exactly (Adam's bias correction makes m / sqrt(v) = 1).
+/// let q = Tensor::from_vec(vec![0.0], [1]).unwrap();
+/// q.set_requires_grad(true);
+/// let mut opt = Adam::new(vec![q.clone()], AdamConfig { lr: 0.1, ..AdamConfig::default() });
+/// q.add_scalar(-3.0).sqr().unwrap().sum_all().unwrap().backward().unwrap();
+/// opt.step().unwrap();
+/// assert!((q.to_vec()[0] - 0.1).abs() < 1e-6);
+/// ```
 pub struct Adam {
     params: Vec<Tensor>,
     /// The hyper-parameters (the learning rate may be changed with `set_lr`).

@@ -45,6 +45,33 @@ pub(crate) struct TensorInner {
 }
 
 /// An n-dimensional f32 array on a [`Device`], contiguous and row-major, with autodiff.
+///
+/// Ops are methods that return new tensors (inputs are never modified); those that can
+/// refuse their operands (shapes, devices) return a [`Result`].
+///
+/// ```
+/// use ganforge::{Device, Rng, Tensor};
+/// // Creation: from host data, constants, seeded random numbers.
+/// let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]).unwrap();
+/// let ones = Tensor::ones([3], &Device::Cpu);
+/// let noise = Tensor::randn(0.0, 1.0, [2, 3], &mut Rng::new(0), &Device::Cpu);
+/// assert_eq!(noise.dims(), &[2, 3]);
+///
+/// // Elementwise ops broadcast like NumPy: [2, 3] + [3].
+/// let b = a.add(&ones).unwrap();
+/// assert_eq!(b.to_vec(), vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+/// // Reductions keep or drop the reduced dims.
+/// assert_eq!(a.sum(&[1], false).unwrap().to_vec(), vec![6.0, 15.0]);
+/// assert_eq!(a.mean_all().unwrap().to_scalar().unwrap(), 3.5);
+/// // Shapes: reshape, transpose, matmul ([2, 3] @ [3, 2]).
+/// let at = a.t().unwrap();
+/// assert_eq!(at.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// let gram = a.matmul(&at).unwrap();
+/// assert_eq!(gram.to_vec(), vec![14.0, 32.0, 32.0, 77.0]);
+/// assert_eq!(a.reshape([3, 2]).unwrap().dims(), &[3, 2]);
+/// // Pointwise functions.
+/// assert_eq!(a.neg().relu().to_vec(), vec![0.0; 6]);
+/// ```
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorInner>);
 
