@@ -9,6 +9,7 @@
 //!   themselves differentiable so second-order gradients (WGAN-GP) work;
 //! - [`backend`]: devices and storage (CPU now; the GPU backend plugs in here);
 //! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop;
+//! - [`profile`]: one training step timed op by op, with FLOPs and bytes per op;
 //! - [`metrics`]: offline GAN metrics (Fréchet distance, KID, precision/recall, SWD) on the
 //!   project's own feature networks.
 //!
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod tensor;
 
 pub use backend::Device;
