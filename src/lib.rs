@@ -10,6 +10,7 @@
 //! - [`backend`]: devices and storage (CPU kernels with rayon, GPU kernels in WGSL through
 //!   wgpu);
 //! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop;
+//! - [`profile`]: one training step timed op by op, with FLOPs and bytes per op;
 //! - [`metrics`]: offline GAN metrics (Fréchet distance, KID, precision/recall, SWD) on the
 //!   project's own feature networks.
 //!
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod tensor;
 
 pub use backend::Device;

@@ -15,9 +15,16 @@
 mod rules;
 
 use crate::error::{Error, Result};
+use crate::profile::Phase;
 use crate::tensor::{Tensor, TensorId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+
+/// The profiler's row for the time of a backward pass spent outside ops (graph sort, gradient
+/// maps, dropping intermediate gradients).
+const PROFILE_LAYER: &str = "autograd";
+/// See [`PROFILE_LAYER`].
+const PROFILE_WHAT: &str = "graph walk (outside ops)";
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -86,6 +93,7 @@ pub fn grad(
     inputs: &[Tensor],
     create_graph: bool,
 ) -> Result<Vec<Option<Tensor>>> {
+    let _r = crate::profile::region(PROFILE_LAYER, PROFILE_WHAT, Phase::Backward);
     let wanted: HashSet<TensorId> = inputs.iter().map(|t| t.id()).collect();
     let grads = run_backward(outputs, grad_outputs, &wanted, create_graph)?;
     Ok(inputs.iter().map(|t| grads.get(&t.id()).cloned()).collect())
@@ -121,6 +129,7 @@ impl Tensor {
                 self.shape()
             )));
         }
+        let _r = crate::profile::region(PROFILE_LAYER, PROFILE_WHAT, Phase::Backward);
         let order = topo_order(std::slice::from_ref(self));
         let leaves: Vec<Tensor> = order
             .iter()
@@ -213,7 +222,9 @@ fn run_backward(
         let Some(op) = node.op() else {
             continue; // a leaf: nothing further back
         };
-        // 3. The local rule: gradient w.r.t. each input, given the output's gradient.
+        // 3. The local rule: gradient w.r.t. each input, given the output's gradient (profiled
+        //    as the backward of the layer that made the node).
+        let _p = crate::profile::backward_node(node.id());
         let input_grads = rules::backward(op, node, &g)?;
         for (input, input_grad) in op.inputs().iter().zip(input_grads) {
             if let Some(ig) = input_grad {

@@ -16,6 +16,7 @@ use crate::backend::gpu::{
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost, OpInfo};
 use crate::tensor::{Shape, Tensor};
 
 static BINARY_WGSL: Shader = Shader {
@@ -224,6 +225,16 @@ impl MaskOp {
         }
     }
 
+    /// Name for traces and profiles (`relu`, `leaky`, `sign`, `clamp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskOp::Relu => "relu",
+            MaskOp::LeakySlope(_) => "leaky",
+            MaskOp::Sign => "sign",
+            MaskOp::Clamp { .. } => "clamp",
+        }
+    }
+
     /// The `OP` constant of `shaders/unary.wgsl` and the parameters `(a, b)`.
     fn gpu_code(self) -> (f64, f32, f32) {
         match self {
@@ -233,6 +244,48 @@ impl MaskOp {
             MaskOp::Clamp { min, max } => (16.0, min, max),
         }
     }
+}
+
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+impl UnaryOp {
+    /// FLOPs per element, counting the operations of the formula in [`UnaryOp::apply`] (a
+    /// transcendental such as `exp`, `ln`, `tanh`, `sqrt`, `powf` counts as one).
+    pub fn flops_per_element(self) -> f64 {
+        match self {
+            UnaryOp::Neg
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Abs
+            | UnaryOp::Tanh
+            | UnaryOp::Relu
+            | UnaryOp::Powf(_) => 1.0,
+            // x > 0 ? x : slope * x
+            UnaryOp::LeakyRelu(_) | UnaryOp::Clamp { .. } | UnaryOp::Affine { .. } => 2.0,
+            // 1 / (1 + exp(-x))
+            UnaryOp::Sigmoid => 3.0,
+            // max(x, 0) + ln_1p(exp(-|x|))
+            UnaryOp::Softplus => 5.0,
+        }
+    }
+}
+
+/// Cost of a broadcasting binary op: one FLOP per output element; both operands read as
+/// stored (a broadcast operand counts its own elements), the output written.
+pub fn binary_cost(lhs: &Shape, rhs: &Shape, out: &Shape) -> OpCost {
+    OpCost::pointwise(1.0, &[lhs, rhs], out)
+}
+
+/// Cost of a pointwise function: [`UnaryOp::flops_per_element`] per element, one read and one
+/// write per element.
+pub fn unary_cost(op: UnaryOp, x: &Shape) -> OpCost {
+    OpCost::pointwise(op.flops_per_element(), &[x], x)
+}
+
+/// Cost of a mask ([`MaskOp`]): one comparison per element, one read and one write.
+pub fn mask_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(1.0, &[x], x)
 }
 
 /// Numerically stable logistic function (no overflow for large |x|).
@@ -402,6 +455,7 @@ impl Tensor {
     fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
         self.check_same_device(op.name(), rhs)?;
         let out_shape = Shape::broadcast(op.name(), self.shape(), rhs.shape())?;
+        let _t = profile::op(op.name());
         let storage = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
                 Storage::Cpu(binary_cpu(op, a, self.shape(), b, rhs.shape(), &out_shape))
@@ -442,6 +496,7 @@ impl Tensor {
     /// Applies a pointwise function. (On a GPU, a failure is kept on the device and returned
     /// by the next fallible op, since this signature cannot fail.)
     pub fn unary(&self, op: UnaryOp) -> Tensor {
+        let _t = profile::op(op.name());
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(unary_cpu(op, x)),
             Storage::Gpu(x) => Storage::Gpu(unary_gpu(op.name(), x, op.gpu_code())),
@@ -525,6 +580,15 @@ impl Tensor {
     /// copies to the host and back (a closure cannot run in a shader); the backward rules use
     /// [`Tensor::mask`], which has a kernel.
     pub fn map_constant(&self, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
+        let _t = profile::op("map_constant");
+        profile::describe(|| {
+            OpInfo::new(
+                "map_constant",
+                &[self.shape()],
+                self.shape(),
+                OpCost::copy(&[self.shape()], self.shape()),
+            )
+        });
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, f)),
             Storage::Gpu(x) => {
@@ -545,6 +609,17 @@ impl Tensor {
     /// A constant (untracked) mask of `x` (see [`MaskOp`]): what backward rules multiply the
     /// incoming gradient by. Its own derivative is zero almost everywhere.
     pub fn mask(&self, kind: MaskOp) -> Tensor {
+        let _t = profile::op("mask");
+        profile::describe(|| {
+            let mut info = OpInfo::new(
+                "mask",
+                &[self.shape()],
+                self.shape(),
+                mask_cost(self.shape()),
+            );
+            info.detail = kind.name().to_string();
+            info
+        });
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, |v| kind.apply(v))),
             Storage::Gpu(x) => Storage::Gpu(unary_gpu("mask", x, kind.gpu_code())),

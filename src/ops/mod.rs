@@ -23,8 +23,19 @@ pub use elementwise::{BinaryOp, MaskOp, UnaryOp};
 pub use matmul::MatmulLayout;
 pub use norm::{BatchNormParams, RunningStats};
 
-use crate::tensor::Tensor;
+use crate::profile::OpCost;
+use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
+
+/// `k4 s2 p1` (`k4x3` for a non-square kernel).
+fn conv_detail(kh: usize, kw: usize, stride: usize, padding: usize) -> String {
+    let k = if kh == kw {
+        kh.to_string()
+    } else {
+        format!("{kh}x{kw}")
+    };
+    format!("k{k} s{stride} p{padding}")
+}
 
 /// How a tensor was made: the op and its inputs (and parameters). Kept only for tensors that
 /// autodiff tracks.
@@ -231,6 +242,69 @@ impl Op {
             | Op::BatchNormalize { input, .. }
             | Op::AvgPool2x2 { input }
             | Op::UpsampleNearest2x { input, .. } => vec![input],
+        }
+    }
+
+    /// The FLOPs and bytes of this op producing an output of shape `out`, from the formula in
+    /// the op's own file (the profiler's conventions: a multiply-add is 2 FLOPs; bytes are
+    /// every input read once plus the output written once, f32; see `crate::profile`).
+    pub fn cost(&self, out: &Shape) -> OpCost {
+        match self {
+            Op::Binary { lhs, rhs, .. } => elementwise::binary_cost(lhs.shape(), rhs.shape(), out),
+            Op::Unary { op, input } => elementwise::unary_cost(*op, input.shape()),
+            Op::Sum { input, .. } => reduce::sum_cost(input.shape(), out),
+            Op::Max { input, .. } => reduce::max_cost(input.shape(), out),
+            Op::Reshape { .. } => shape_ops::reshape_cost(),
+            Op::Permute { input, .. }
+            | Op::Broadcast { input }
+            | Op::Narrow { input, .. }
+            | Op::Pad { input, .. }
+            | Op::IndexSelect { input, .. } => shape_ops::copy_cost(&[input.shape()], out),
+            Op::Concat { inputs, .. } => {
+                let shapes: Vec<&Shape> = inputs.iter().map(|t| t.shape()).collect();
+                shape_ops::copy_cost(&shapes, out)
+            }
+            Op::IndexAdd { input, .. } => shape_ops::index_add_cost(input.shape(), out),
+            Op::Matmul { lhs, rhs, layout } => {
+                matmul::matmul_cost(lhs.shape(), rhs.shape(), *layout, out)
+            }
+            Op::Conv2d { input, weight, .. } => {
+                conv2d::conv2d_cost(input.shape(), weight.shape(), out)
+            }
+            Op::Conv2dWeightGrad {
+                input, grad_output, ..
+            } => conv2d::conv2d_weight_grad_cost(input.shape(), grad_output.shape(), out),
+            Op::ConvTranspose2d { input, weight, .. } => {
+                conv_transpose2d::conv_transpose2d_cost(input.shape(), weight.shape(), out)
+            }
+            Op::BatchNormalize { input, .. } => norm::batch_normalize_cost(input.shape()),
+            Op::AvgPool2x2 { input } => pool::avg_pool2x2_cost(input.shape(), out),
+            Op::UpsampleNearest2x { input, .. } => {
+                pool::upsample_nearest2x_cost(input.shape(), out)
+            }
+        }
+    }
+
+    /// The parameters worth showing next to the name in a profile (`k4 s2 p1`, a matmul's
+    /// layout `nt`), or an empty string.
+    pub fn detail(&self) -> String {
+        match self {
+            Op::Matmul { layout, .. } => layout.code().to_string(),
+            Op::Conv2d { weight, params, .. } => {
+                let d = weight.dims();
+                conv_detail(d[2], d[3], params.stride, params.padding)
+            }
+            Op::Conv2dWeightGrad { params, .. } => conv_detail(
+                params.kernel_h,
+                params.kernel_w,
+                params.conv.stride,
+                params.conv.padding,
+            ),
+            Op::ConvTranspose2d { weight, params, .. } => {
+                let d = weight.dims();
+                conv_detail(d[2], d[3], params.stride, params.padding)
+            }
+            _ => String::new(),
         }
     }
 

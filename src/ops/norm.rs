@@ -12,7 +12,8 @@ use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
-use crate::tensor::{Rng, Tensor};
+use crate::profile::{self, OpCost, OpInfo};
+use crate::tensor::{Rng, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -427,6 +428,22 @@ fn batch_normalize_backward_cpu(
     dx
 }
 
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// Cost of batch_normalize on `x`: 6 FLOPs per element (the mean's add; the variance's
+/// subtract, square and add; the normalisation's subtract and multiply); `x` read, `x_hat`
+/// written (the `[C]` statistics are negligible and not counted).
+pub fn batch_normalize_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(6.0, &[x], x)
+}
+
+/// Cost of the fused backward of batch_normalize: 7 FLOPs per element (the sums of `g` and
+/// `g * x_hat`: 3; `invstd * (g - mean_g - x_hat * mean_gx)`: 4); `g` and `x_hat` read, `dx`
+/// written.
+pub fn batch_normalize_backward_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(7.0, &[x, x], x)
+}
+
 /// `[N, C, S]` view of an `[N, C, ...]` shape.
 fn ncs(shape: &crate::tensor::Shape) -> (usize, usize, usize) {
     let d = shape.dims();
@@ -445,6 +462,7 @@ impl Tensor {
             ));
         }
         let (n, c, s) = ncs(self.shape());
+        let _t = profile::op("batch_normalize");
         let (out, stats) = match &*self.storage() {
             Storage::Cpu(x) => {
                 let (out, h) = batch_normalize_cpu(x, (n, c, s), eps);
@@ -501,6 +519,15 @@ pub(crate) fn batch_normalize_backward(
         let mean_gx = g.mul(&xhat)?.mean(&dims, true)?;
         return invstd.mul(&g.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?);
     }
+    let _t = profile::op("batch_normalize_backward");
+    profile::describe(|| {
+        OpInfo::new(
+            "batch_normalize_backward",
+            &[g.shape(), out.shape()],
+            x.shape(),
+            batch_normalize_backward_cost(x.shape()),
+        )
+    });
     let invstd = stats.invstd.storage();
     let storage = match (&*g.storage(), &*out.storage(), &*invstd) {
         (Storage::Cpu(gd), Storage::Cpu(xh), Storage::Cpu(is)) => {

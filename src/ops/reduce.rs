@@ -14,6 +14,7 @@ use crate::backend::gpu::{
 use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
 
@@ -183,6 +184,17 @@ pub(crate) fn split_at_dim(shape: &Shape, dim: usize) -> (usize, usize, usize) {
     (outer, dims[dim], inner)
 }
 
+/// Cost of a sum: one add per input element; the input read, the output written.
+pub fn sum_cost(input: &Shape, out: &Shape) -> OpCost {
+    OpCost::pointwise(0.0, &[input], out).with_flops(input.elem_count() as f64)
+}
+
+/// Cost of a max over one dim: one comparison per input element; the input read, the values
+/// written.
+pub fn max_cost(input: &Shape, out: &Shape) -> OpCost {
+    sum_cost(input, out)
+}
+
 fn check_dims(op: &'static str, shape: &Shape, dims: &[usize]) -> Result<Vec<usize>> {
     let mut sorted = dims.to_vec();
     sorted.sort_unstable();
@@ -208,6 +220,7 @@ impl Tensor {
             kept_dims[d] = 1;
         }
         let kept_shape = Shape::from(kept_dims);
+        let _t = profile::op("sum");
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(sum_cpu(x, self.shape(), &dims).0),
             Storage::Gpu(x) => Storage::Gpu(sum_gpu(x, self.shape(), &dims)?),
@@ -283,6 +296,7 @@ impl Tensor {
             ));
         }
         let (outer, d, inner) = split_at_dim(self.shape(), dim);
+        let _t = profile::op("max");
         let (vals, idx) = match &*self.storage() {
             Storage::Cpu(x) => {
                 let (vals, idx) = max_cpu(x, outer, d, inner);

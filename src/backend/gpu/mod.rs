@@ -105,6 +105,7 @@ impl GpuDevice {
 
     /// A new buffer holding `data` (f32 or u32 words).
     pub fn upload<T: bytemuck::Pod>(&self, op: &'static str, data: &[T]) -> GpuBuffer {
+        crate::profile::check_timed(op);
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let b = self.alloc(op, bytes.len() / 4);
         self.ctx.write(op, b.raw(), bytes);
@@ -135,6 +136,7 @@ impl GpuDevice {
         buffers: &[&GpuBuffer],
         groups: [u32; 3],
     ) {
+        crate::profile::check_timed(op);
         if groups.contains(&0) {
             return;
         }
@@ -150,6 +152,13 @@ impl GpuDevice {
             &raw,
             groups,
         );
+    }
+
+    /// Submits every recorded command and waits until the GPU has run all of it: what the
+    /// profiler calls before and after each op so that the op's time is its kernels' time.
+    /// Cheap when the GPU is already idle. A failure is kept for the next check.
+    pub fn wait_idle(&self) {
+        self.ctx.wait_idle("wait_idle");
     }
 
     /// Submits every recorded command (one command buffer). Returns the first error kept since
