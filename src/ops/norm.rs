@@ -291,13 +291,9 @@ fn batch_normalize_cpu(
         .into_par_iter()
         .map(|c| {
             let planes = || (0..n_n).map(move |n| &x[(n * c_n + c) * s_n..][..s_n]);
-            let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
+            let sum: f64 = planes().map(cpu::sum_f64).sum();
             let mean = sum / count as f64;
-            let sq: f64 = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
+            let sq: f64 = planes().map(|p| cpu::sum_sq_dev_f64(p, mean)).sum();
             (mean as f32, (sq / count as f64) as f32)
         })
         .collect();
@@ -407,10 +403,9 @@ fn batch_normalize_backward_cpu(
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
             for n in 0..n_n {
                 let off = (n * c_n + c) * s_n;
-                for (&gv, &xv) in g[off..off + s_n].iter().zip(&xhat[off..off + s_n]) {
-                    sg += gv as f64;
-                    sgx += gv as f64 * xv as f64;
-                }
+                let (a, b) = cpu::sum_and_dot_f64(&g[off..off + s_n], &xhat[off..off + s_n]);
+                sg += a;
+                sgx += b;
             }
             ((sg / m) as f32, (sgx / m) as f32)
         })

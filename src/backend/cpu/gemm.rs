@@ -258,10 +258,15 @@ fn pack_b_panel(
             dst[p * nr..p * nr + cols].copy_from_slice(src);
         }
     } else if b.row_stride == 1 {
-        for j in 0..cols {
-            let src = &b.data[(j0 + j) * b.col_stride + pc..][..kc];
-            for (p, &v) in src.iter().enumerate() {
-                dst[p * nr + j] = v;
+        // A transposed view: column j of B is contiguous. Walk p outermost so the writes are
+        // contiguous and the `cols` source lines being read stay in L1 across consecutive p
+        // (the other order writes a 128-byte stride across the whole panel per column).
+        let srcs: Vec<&[f32]> = (0..cols)
+            .map(|j| &b.data[(j0 + j) * b.col_stride + pc..][..kc])
+            .collect();
+        for (p, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            for (d, src) in row.iter_mut().zip(&srcs) {
+                *d = src[p];
             }
         }
     } else {
