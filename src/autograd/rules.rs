@@ -162,6 +162,22 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             )?)]
         }
 
+        // y = x_hat * w + b: dw = sum g x_hat, db = sum g, dx through x_hat (ops/norm.rs).
+        Op::BatchNormAffine {
+            input,
+            weight,
+            bias,
+            eps,
+            stats,
+        } => crate::ops::norm::batch_norm_affine_backward(
+            input,
+            weight.as_ref(),
+            bias.as_ref(),
+            *eps,
+            stats,
+            g,
+        )?,
+
         // Pooling and upsampling are adjoint up to the factor 4 of the mean.
         Op::AvgPool2x2 { input } => {
             let (_, _, h, w) = input.shape().dims4("avg_pool2x2 backward")?;
