@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-python3}
 PERF=../shared/anchors/perf
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 RAYON_NUM_THREADS=2
 cargo build --release --bench workloads 2>/dev/null
-BIN=$(ls -t target/release/deps/workloads-* | grep -v '\.d$' | head -1)
+BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/workloads-* | grep -v '\.d$' | head -1)
 LOG=$(mktemp)
 echo "machine: $(lscpu | sed -n 's/Model name: *//p'), $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do

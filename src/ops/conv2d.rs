@@ -337,19 +337,30 @@ pub(crate) fn im2col(
     let (s, pad) = (p.stride, p.padding as isize);
     let plane = oh_n * ow_n;
     let row_len = n_n * plane;
-    let mut cols = pool::take_zeroed(ci_n * kh_n * kw_n * row_len);
+    // Every value is written below (padding positions as 0), so the buffer is not pre-zeroed.
+    let mut cols = pool::take(ci_n * kh_n * kw_n * row_len);
     crate::backend::cpu::for_each_row(&mut cols, row_len, |r, row| {
         let (ci, kh, kw) = (r / (kh_n * kw_n), (r / kw_n) % kh_n, r % kw_n);
         let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
         let ow_range = valid_range(ow_n, wd, s, kw as isize - pad);
+        // The first valid ow reads input column iw0; later ones step by the stride.
+        let iw0 = (ow_range.start * s + kw) as isize - pad;
         for n in 0..n_n {
             let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
             let dst = &mut row[n * plane..][..plane];
-            for oh in oh_range.clone() {
+            for (oh, dst_row) in dst.chunks_exact_mut(ow_n).enumerate() {
+                if !oh_range.contains(&oh) || ow_range.is_empty() {
+                    dst_row.fill(0.0);
+                    continue;
+                }
                 let ih = ((oh * s + kh) as isize - pad) as usize;
-                for ow in ow_range.clone() {
-                    let iw = ((ow * s + kw) as isize - pad) as usize;
-                    dst[oh * ow_n + ow] = x_plane[ih * wd + iw];
+                dst_row[..ow_range.start].fill(0.0);
+                dst_row[ow_range.end..].fill(0.0);
+                let src = x_plane[ih * wd + iw0 as usize..ih * wd + wd]
+                    .iter()
+                    .step_by(s);
+                for (d, &v) in dst_row[ow_range.clone()].iter_mut().zip(src) {
+                    *d = v;
                 }
             }
         }

@@ -11,9 +11,9 @@
 
 use crate::backend::gpu::params::{BinaryParams, UnaryParams};
 use crate::backend::gpu::{
-    groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
+    groups_for, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
 };
-use crate::backend::{cpu, GpuBuffer, Storage};
+use crate::backend::{cpu, merge_dims, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::profile::{self, OpCost, OpInfo};
@@ -300,8 +300,10 @@ pub fn sigmoid(x: f32) -> f32 {
 
 // ---- CPU kernels ---------------------------------------------------------------------------
 
-/// `out = op(lhs, rhs)` with broadcasting, all row-major. Fast paths for equal shapes and a
-/// scalar right operand; otherwise rows along the last output dim with per-operand strides.
+/// `out = op(lhs, rhs)` with broadcasting, all row-major. Same shapes: one zipped loop.
+/// Otherwise the dims are merged first ([`merge_dims`]: `[N, C, H, W] op [1, C, 1, 1]`
+/// becomes `[N, C, H*W] op [_, C, _]`), then each row of the last merged dim runs one of three
+/// tight loops: both operands contiguous, or one of them constant along the row.
 fn binary_cpu(
     op: BinaryOp,
     lhs: &[f32],
@@ -320,41 +322,57 @@ fn binary_cpu(
     ) -> Vec<f32> {
         let n = out_shape.elem_count();
         let mut out = cpu::pool::take(n);
-        if ls == rs {
-            cpu::fill_indexed(&mut out, |i| f(lhs[i], rhs[i]));
-            return out;
-        }
-        if rhs.len() == 1 && ls == out_shape {
-            let r = rhs[0];
-            cpu::fill_indexed(&mut out, |i| f(lhs[i], r));
-            return out;
-        }
         if n == 0 {
             return out;
         }
-        let rank = out_shape.rank();
-        let dims = out_shape.dims();
-        let last = if rank == 0 { 1 } else { dims[rank - 1] };
-        let (lst, rst) = (
-            ls.broadcast_strides(out_shape),
-            rs.broadcast_strides(out_shape),
+        if ls == rs {
+            cpu::zip_map(&mut out, lhs, rhs, f);
+            return out;
+        }
+        let (dims, strides) = merge_dims(
+            out_shape.dims(),
+            &[
+                ls.broadcast_strides(out_shape),
+                rs.broadcast_strides(out_shape),
+            ],
         );
-        let (l_last, r_last) = if rank == 0 {
-            (0, 0)
-        } else {
-            (lst[rank - 1], rst[rank - 1])
-        };
+        let (lst, rst) = (&strides[0], &strides[1]);
+        let rank = dims.len();
+        let last = dims[rank - 1];
+        let (l_last, r_last) = (lst[rank - 1], rst[rank - 1]);
         cpu::for_each_row(&mut out, last, |row, out_row| {
             // Decompose the row index over the leading dims to find each operand's offset.
             let (mut lo, mut ro, mut rem) = (0, 0, row);
-            for d in (0..rank.saturating_sub(1)).rev() {
+            for d in (0..rank - 1).rev() {
                 let i = rem % dims[d];
                 rem /= dims[d];
                 lo += i * lst[d];
                 ro += i * rst[d];
             }
-            for (j, o) in out_row.iter_mut().enumerate() {
-                *o = f(lhs[lo + j * l_last], rhs[ro + j * r_last]);
+            match (l_last, r_last) {
+                (1, 1) => {
+                    let (a, b) = (&lhs[lo..lo + last], &rhs[ro..ro + last]);
+                    for ((o, &a), &b) in out_row.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                }
+                (1, 0) => {
+                    let b = rhs[ro];
+                    for (o, &a) in out_row.iter_mut().zip(&lhs[lo..lo + last]) {
+                        *o = f(a, b);
+                    }
+                }
+                (0, 1) => {
+                    let a = lhs[lo];
+                    for (o, &b) in out_row.iter_mut().zip(&rhs[ro..ro + last]) {
+                        *o = f(a, b);
+                    }
+                }
+                _ => {
+                    for (j, o) in out_row.iter_mut().enumerate() {
+                        *o = f(lhs[lo + j * l_last], rhs[ro + j * r_last]);
+                    }
+                }
             }
         });
         out
@@ -364,6 +382,15 @@ fn binary_cpu(
         BinaryOp::Sub => run(lhs, ls, rhs, rs, out_shape, |a, b| a - b),
         BinaryOp::Mul => run(lhs, ls, rhs, rs, out_shape, |a, b| a * b),
         BinaryOp::Div => run(lhs, ls, rhs, rs, out_shape, |a, b| a / b),
+    }
+}
+
+/// [`MaskOp`] values of `x`, one monomorphised loop per kind.
+fn map_mask(x: &[f32], kind: MaskOp) -> Vec<f32> {
+    match kind {
+        MaskOp::Relu => cpu::map_unary(x, |v| (v > 0.0) as u8 as f32),
+        MaskOp::LeakySlope(slope) => cpu::map_unary(x, |v| if v > 0.0 { 1.0 } else { slope }),
+        kind => cpu::map_unary(x, |v| kind.apply(v)),
     }
 }
 
@@ -378,6 +405,7 @@ fn unary_cpu(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Tanh => cpu::map_unary(x, f32::tanh),
         UnaryOp::Sigmoid => cpu::map_unary(x, sigmoid),
         UnaryOp::Relu => cpu::map_unary(x, |v| v.max(0.0)),
+        UnaryOp::LeakyRelu(slope) => cpu::map_unary(x, |v| if v > 0.0 { v } else { slope * v }),
         op => cpu::map_unary(x, |v| op.apply(v)),
     }
 }
@@ -621,9 +649,32 @@ impl Tensor {
             info
         });
         let storage = match &*self.storage() {
-            Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, |v| kind.apply(v))),
+            Storage::Cpu(x) => Storage::Cpu(map_mask(x, kind)),
             Storage::Gpu(x) => Storage::Gpu(unary_gpu("mask", x, kind.gpu_code())),
         };
         Tensor::from_storage(storage, self.shape().clone()).expect("same element count")
+    }
+
+    /// `self * x.mask(kind)`: an activation's backward (`g * f'(x)`). When the product is not
+    /// recorded (the usual first-order backward) the CPU computes it in one pass, without the
+    /// mask tensor; otherwise (second order, or on the GPU) it is the recorded `mul`.
+    pub fn mul_mask(&self, x: &Tensor, kind: MaskOp) -> Result<Tensor> {
+        let recorded = crate::autograd::is_grad_enabled() && self.is_tracked();
+        if !recorded && self.shape() == x.shape() {
+            if let (Storage::Cpu(g), Storage::Cpu(xv)) = (&*self.storage(), &*x.storage()) {
+                let mut out = cpu::pool::take(g.len());
+                match kind {
+                    MaskOp::Relu => {
+                        cpu::zip_map(&mut out, g, xv, |g, x| if x > 0.0 { g } else { 0.0 })
+                    }
+                    MaskOp::LeakySlope(slope) => {
+                        cpu::zip_map(&mut out, g, xv, |g, x| if x > 0.0 { g } else { slope * g })
+                    }
+                    kind => cpu::zip_map(&mut out, g, xv, |g, x| g * kind.apply(x)),
+                }
+                return Tensor::from_storage(Storage::Cpu(out), self.shape().clone());
+            }
+        }
+        self.mul(&x.mask(kind))
     }
 }

@@ -200,6 +200,17 @@ pub enum Op {
         stats: Arc<norm::ChannelStats>,
     },
 
+    /// Batch norm in training mode, normalisation and affine fused:
+    /// `(x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c` (CPU; the GPU composes
+    /// `BatchNormalize` with `mul` and `add`).
+    BatchNormAffine {
+        input: Tensor,
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        eps: f32,
+        stats: Arc<norm::ChannelStats>,
+    },
+
     // ---- pool.rs ----
     /// Mean over non-overlapping 2x2 windows (floor for odd sizes, like PyTorch).
     AvgPool2x2 {
@@ -229,6 +240,15 @@ impl Op {
                 input, grad_output, ..
             } => vec![input, grad_output],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
+            Op::BatchNormAffine {
+                input,
+                weight,
+                bias,
+                ..
+            } => std::iter::once(input)
+                .chain(weight.as_ref())
+                .chain(bias.as_ref())
+                .collect(),
             Op::Unary { input, .. }
             | Op::Sum { input, .. }
             | Op::Max { input, .. }
@@ -328,6 +348,7 @@ impl Op {
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad",
             Op::ConvTranspose2d { .. } => "conv_transpose2d",
             Op::BatchNormalize { .. } => "batch_normalize",
+            Op::BatchNormAffine { .. } => "batch_norm",
             Op::AvgPool2x2 { .. } => "avg_pool2x2",
             Op::UpsampleNearest2x { .. } => "upsample_nearest2x",
         }
