@@ -288,6 +288,12 @@ pub fn mask_cost(x: &Shape) -> OpCost {
     OpCost::pointwise(1.0, &[x], x)
 }
 
+/// Cost of [`Tensor::mul_mask`]'s fused pass: a comparison and a multiply per element; `g`
+/// and `x` read, the product written.
+pub fn mul_mask_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(2.0, &[x, x], x)
+}
+
 /// Numerically stable logistic function (no overflow for large |x|).
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
@@ -662,6 +668,17 @@ impl Tensor {
         let recorded = crate::autograd::is_grad_enabled() && self.is_tracked();
         if !recorded && self.shape() == x.shape() {
             if let (Storage::Cpu(g), Storage::Cpu(xv)) = (&*self.storage(), &*x.storage()) {
+                let _t = profile::op("mul_mask");
+                profile::describe(|| {
+                    let mut info = OpInfo::new(
+                        "mul_mask",
+                        &[self.shape(), x.shape()],
+                        self.shape(),
+                        mul_mask_cost(self.shape()),
+                    );
+                    info.detail = kind.name().to_string();
+                    info
+                });
                 let mut out = cpu::pool::take(g.len());
                 match kind {
                     MaskOp::Relu => {

@@ -204,10 +204,15 @@ pub enum Op {
     /// `(x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c` (CPU; the GPU composes
     /// `BatchNormalize` with `mul` and `add`).
     BatchNormAffine {
+        /// `x`, `[N, C, ...]`.
         input: Tensor,
+        /// The per-channel scale `[C]` (1 when absent).
         weight: Option<Tensor>,
+        /// The per-channel shift `[C]` (0 when absent).
         bias: Option<Tensor>,
+        /// Added to the variance before the square root.
         eps: f32,
+        /// The batch statistics the forward pass used (the backward pass reuses them).
         stats: Arc<norm::ChannelStats>,
     },
 
@@ -298,6 +303,7 @@ impl Op {
                 conv_transpose2d::conv_transpose2d_cost(input.shape(), weight.shape(), out)
             }
             Op::BatchNormalize { input, .. } => norm::batch_normalize_cost(input.shape()),
+            Op::BatchNormAffine { input, .. } => norm::batch_norm_affine_cost(input.shape()),
             Op::AvgPool2x2 { input } => pool::avg_pool2x2_cost(input.shape(), out),
             Op::UpsampleNearest2x { input, .. } => {
                 pool::upsample_nearest2x_cost(input.shape(), out)

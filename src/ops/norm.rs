@@ -452,6 +452,15 @@ pub(crate) fn batch_norm_affine_backward(
         return Ok(out);
     }
     let (n, c, s) = ncs(x.shape());
+    let _t = profile::op("batch_norm_backward");
+    profile::describe(|| {
+        OpInfo::new(
+            "batch_norm_backward",
+            &[g.shape(), x.shape()],
+            x.shape(),
+            batch_norm_affine_backward_cost(x.shape()),
+        )
+    });
     let (mean, invstd) = (stats.mean.storage(), stats.invstd.storage());
     let w_storage = weight.map(|w| w.storage());
     let (gs, xs) = (g.storage(), x.storage());
@@ -606,6 +615,19 @@ pub fn batch_normalize_backward_cost(x: &Shape) -> OpCost {
     OpCost::pointwise(7.0, &[x, x], x)
 }
 
+/// Cost of the fused training batch norm ([`Tensor::batch_norm_affine`]): 8 FLOPs per element
+/// (the statistics' 4, then subtract, multiply, add and the scale folded into one multiply:
+/// counted as 4); `x` read, `y` written (the `[C]` vectors are negligible).
+pub fn batch_norm_affine_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(8.0, &[x], x)
+}
+
+/// Cost of its fused backward: 9 FLOPs per element (the sums of `g` and `g * x`: 3; `dx =
+/// a g + b (x - mean) + c`: 6); `g` and `x` read, `dx` written.
+pub fn batch_norm_affine_backward_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(9.0, &[x, x], x)
+}
+
 /// `[N, C, S]` view of an `[N, C, ...]` shape.
 fn ncs(shape: &crate::tensor::Shape) -> (usize, usize, usize) {
     let d = shape.dims();
@@ -632,6 +654,7 @@ impl Tensor {
             ));
         }
         let (n, c, s) = ncs(self.shape());
+        let _t = profile::op("batch_norm");
         let (y, h) = {
             let xs = self.storage();
             let Storage::Cpu(x) = &*xs else {
