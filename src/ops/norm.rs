@@ -362,6 +362,26 @@ fn batch_norm_affine_cpu(
     (y, stats)
 }
 
+/// Per channel of `[N, C, S]` buffers `g` and `x`: `(sum g, sum g * x)` in f64 (the first pass
+/// of both batch-norm backward kernels), channels in parallel.
+fn channel_sum_and_dot(
+    g: &[f32],
+    x: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+) -> Vec<(f64, f64)> {
+    (0..c_n)
+        .into_par_iter()
+        .map(|c| {
+            (0..n_n)
+                .map(|n| {
+                    let off = (n * c_n + c) * s_n;
+                    cpu::sum_and_dot_f64(&g[off..off + s_n], &x[off..off + s_n])
+                })
+                .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
+        })
+        .collect()
+}
+
 /// Backward of [`batch_norm_affine_cpu`] in two passes. With `x_hat = (x - mean) * invstd`,
 /// `m = N * S` and per channel `sg = sum g`, `sgx = sum g * x_hat` (pass 1, f64; `sgx` from
 /// `sum g * x` and `sg` so that x_hat is not stored):
@@ -381,19 +401,11 @@ fn batch_norm_affine_backward_cpu(
     w: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n_n * s_n) as f64;
-    let sums: Vec<(f64, f64)> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for n in 0..n_n {
-                let off = (n * c_n + c) * s_n;
-                let (a, b) = cpu::sum_and_dot_f64(&g[off..off + s_n], &x[off..off + s_n]);
-                sg += a;
-                sgx += b;
-            }
-            // sum g * x_hat = invstd * (sum g * x - mean * sum g)
-            (sg, invstd[c] as f64 * (sgx - mean[c] as f64 * sg))
-        })
+    let sums: Vec<(f64, f64)> = channel_sum_and_dot(g, x, (n_n, c_n, s_n))
+        .into_iter()
+        .enumerate()
+        // sum g * x_hat = invstd * (sum g * x - mean * sum g)
+        .map(|(c, (sg, sgx))| (sg, invstd[c] as f64 * (sgx - mean[c] as f64 * sg)))
         .collect();
     let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dw: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
@@ -574,18 +586,9 @@ fn batch_normalize_backward_cpu(
     invstd: &[f32],
 ) -> Vec<f32> {
     let m = (n_n * s_n) as f64;
-    let sums: Vec<(f32, f32)> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for n in 0..n_n {
-                let off = (n * c_n + c) * s_n;
-                let (a, b) = cpu::sum_and_dot_f64(&g[off..off + s_n], &xhat[off..off + s_n]);
-                sg += a;
-                sgx += b;
-            }
-            ((sg / m) as f32, (sgx / m) as f32)
-        })
+    let sums: Vec<(f32, f32)> = channel_sum_and_dot(g, xhat, (n_n, c_n, s_n))
+        .into_iter()
+        .map(|(sg, sgx)| ((sg / m) as f32, (sgx / m) as f32))
         .collect();
     let mut dx = cpu::pool::take(g.len());
     cpu::for_each_row(&mut dx, s_n, |plane, out| {

@@ -219,14 +219,7 @@ pub fn render(profiles: &[StepProfile]) -> String {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for p in profiles {
-        right.extend([true, true, true]);
-        header.extend([
-            format!("{} ms", p.device),
-            "GFLOP/s".to_string(),
-            "%".to_string(),
-        ]);
-    }
+    device_columns(profiles, &mut right, &mut header);
     let mut table = Table::new(right);
     table.row(header);
     let lookup =
@@ -357,14 +350,7 @@ pub fn render(profiles: &[StepProfile]) -> String {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for p in profiles {
-        right.extend([true, true, true]);
-        header.extend([
-            format!("{} ms", p.device),
-            "GFLOP/s".to_string(),
-            "%".to_string(),
-        ]);
-    }
+    device_columns(profiles, &mut right, &mut header);
     let mut ops: Vec<&str> = Vec::new();
     for p in profiles {
         for r in &p.rows {
@@ -411,4 +397,16 @@ pub fn render(profiles: &[StepProfile]) -> String {
 /// The profiles as pretty-printed JSON (an array of [`StepProfile`]).
 pub fn to_json(profiles: &[StepProfile]) -> String {
     serde_json::to_string_pretty(profiles).expect("profiles serialise")
+}
+
+/// The three columns each profiled device adds to a table: its ms, GFLOP/s and share.
+fn device_columns(profiles: &[StepProfile], right: &mut Vec<bool>, header: &mut Vec<String>) {
+    for p in profiles {
+        right.extend([true, true, true]);
+        header.extend([
+            format!("{} ms", p.device),
+            "GFLOP/s".to_string(),
+            "%".to_string(),
+        ]);
+    }
 }
