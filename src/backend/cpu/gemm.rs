@@ -20,8 +20,9 @@ use std::sync::OnceLock;
 
 /// Depth of a packed block: `MR * KC` and `KC * NR` panels stay in L1/L2.
 const KC: usize = 256;
-/// Rows of A per task block (a multiple of every MR below: 8, 6, 4).
-const MC: usize = 96;
+/// Rows of A per task block (a multiple of every MR below: 8, 6, 4). GEMMs with at most this
+/// many rows (conv weights up to 144 output channels, a batch of 64) take [`gemm_small_m`].
+const MC: usize = 144;
 // Task blocks must start on a panel boundary of every microkernel (MR = 8, 6 or 4).
 const _: () = assert!(MC.is_multiple_of(8) && MC.is_multiple_of(6) && MC.is_multiple_of(4));
 /// Columns of B per packed block.
@@ -636,7 +637,10 @@ mod tests {
             (9, 600, 31),
             // Small-M path (M <= MC): several depth blocks and many B panels per task.
             (64, 130, 600),
-            (96, 70, 513),
+            (144, 70, 513),
+            // The blocked path (M > MC): an MC block and a ragged one.
+            (150, 65, 257),
+            (301, 37, 300),
         ];
         for uk in kernels() {
             for &(m, n, k) in &sizes {
