@@ -281,11 +281,13 @@ fn gemm_small_m(
         let mut b_panel = [0.0f32; KC * 32];
         let mut scratch = [0.0f32; 8 * 32];
         debug_assert!(nr <= 32 && mr * nr <= scratch.len());
-        for jp in t * per_task..((t + 1) * per_task).min(b_panels) {
-            let j0 = jp * nr;
-            let cols = nr.min(n - j0);
-            for kb in 0..k_blocks {
-                let (pc, kc) = (kb * KC, KC.min(k - kb * KC));
+        // Depth blocks outermost: A's block for `kb` (at most MC x KC, in L2) serves all of
+        // this task's panels before the next block is read.
+        for kb in 0..k_blocks {
+            let (pc, kc) = (kb * KC, KC.min(k - kb * KC));
+            for jp in t * per_task..((t + 1) * per_task).min(b_panels) {
+                let j0 = jp * nr;
+                let cols = nr.min(n - j0);
                 pack_b_panel(b, pc, kc, j0, cols, nr, &mut b_panel[..kc * nr]);
                 let acc = accumulate || kb > 0;
                 for ip in 0..a_panels {
