@@ -14,21 +14,28 @@ PYTHON=${PYTHON:-python3}
 PERF=../shared/anchors/perf
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 RAYON_NUM_THREADS=2
 cargo build --release --bench workloads 2>/dev/null
-BIN=$(ls -t target/release/deps/workloads-* | grep -v '\.d$' | head -1)
+BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/workloads-* | grep -v '\.d$' | head -1)
 LOG=$(mktemp)
 echo "machine: $(lscpu | sed -n 's/Model name: *//p'), $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
   for w in $WORKLOADS; do
-    taskset -c 0,1 "$BIN" "$w" --warmup 3 --steps 10 | grep '^RESULT' | tee -a "$LOG"
-    (cd "$PERF" && taskset -c 0,1 "$PYTHON" train_torch.py "$w" --warmup 3 --steps 10) | grep '^RESULT' | tee -a "$LOG"
+    # Each process's peak resident memory (whole process, KiB) comes from GNU time.
+    /usr/bin/time -f "PEAK ganforge $w %M" -o "$LOG.rss" taskset -c 0,1 "$BIN" "$w" --warmup 3 --steps 10 | grep '^RESULT' | tee -a "$LOG"
+    cat "$LOG.rss" >> "$LOG"
+    (cd "$PERF" && /usr/bin/time -f "PEAK torch $w %M" -o "$LOG.rss" taskset -c 0,1 "$PYTHON" train_torch.py "$w" --warmup 3 --steps 10) | grep '^RESULT' | tee -a "$LOG"
+    cat "$LOG.rss" >> "$LOG"
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$LOG" <<'PY'
 import sys, statistics, collections
 runs = collections.defaultdict(list)
+peak = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    _, who, name, *rest = line.split()
+    kind, who, name, *rest = line.split()
+    if kind == "PEAK":
+        peak[(who, name)].append(int(rest[-1]) / 1024)
+        continue
     if name.startswith("w4-iter"):
         continue
     runs[(who, name)].append(float(rest[-1]))
@@ -40,4 +47,10 @@ for n in names:
     if g and t:
         mg, mt = statistics.median(g), statistics.median(t)
         print(f"| {n} | {', '.join(f'{x:.1f}' for x in g)} | {', '.join(f'{x:.1f}' for x in t)} | {mg:.1f} | {mt:.1f} | {mg / mt:.2f} |")
+print("\n| process (all its workloads' steps) | ganforge peak RSS (MiB) | PyTorch peak RSS (MiB) |")
+print("|---|---|---|")
+for w in sorted({n for _, n in peak}):
+    g, t = peak.get(("ganforge", w), []), peak.get(("torch", w), [])
+    if g and t:
+        print(f"| {w} | {max(g):.0f} | {max(t):.0f} |")
 PY

@@ -18,6 +18,9 @@ use crate::nn::{
     init, BatchNorm, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Flatten,
     LeakyRelu, Linear, LinearConfig, Module, Relu, Reshape, Sequential, Tanh,
 };
+use crate::ops::conv2d::conv2d_flops;
+use crate::ops::conv_transpose2d::conv_transpose2d_flops;
+use crate::ops::matmul::matmul_flops;
 use crate::ops::BatchNormParams;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::{Rng, Tensor};
@@ -102,16 +105,20 @@ impl LayerMacs {
     }
 }
 
+// The MACs are half the FLOPs of each op's own formula (`src/ops/<op>.rs`), the same ones
+// `ganforge profile` reports per op.
+
 /// `N*C_out*OH*OW*C_in*k^2`.
 fn conv_macs(n: usize, c_in: usize, c_out: usize, out_hw: usize, k: usize) -> f64 {
-    (n * c_out * out_hw * out_hw * c_in * k * k) as f64
+    conv2d_flops(n, c_in, c_out, (out_hw, out_hw), (k, k)) / 2.0
 }
 /// `N*C_in*H*W*C_out*k^2`.
 fn conv_t_macs(n: usize, c_in: usize, in_hw: usize, c_out: usize, k: usize) -> f64 {
-    (n * c_in * in_hw * in_hw * c_out * k * k) as f64
+    conv_transpose2d_flops(n, c_in, (in_hw, in_hw), c_out, (k, k)) / 2.0
 }
+/// `N*in*out` (a `[N, in] x [in, out]` matmul).
 fn linear_macs(n: usize, i: usize, o: usize) -> f64 {
-    (n * i * o) as f64
+    matmul_flops(1, n, o, i) / 2.0
 }
 
 /// perf.md's step formula with G forward = g, D forward = d FLOPs (2*MACs) and first layers

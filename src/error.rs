@@ -9,34 +9,53 @@ pub enum Error {
     /// Two operands whose shapes do not fit together (elementwise, matmul, concat, ...).
     #[error("{op}: shape mismatch between {lhs:?} and {rhs:?}{}", hint_suffix(.hint))]
     ShapeMismatch {
+        /// The op that refused its operands.
         op: &'static str,
+        /// Shape of the first operand.
         lhs: Shape,
+        /// Shape of the second operand.
         rhs: Shape,
+        /// What the op expected, e.g. "weight is [C_out, C_in, KH, KW]" (may be empty).
         hint: String,
     },
     /// An input of the wrong rank or layout for the op (e.g. conv2d on a 3-D tensor).
     #[error("{op}: bad input shape {shape:?}: {msg}")]
     BadShape {
+        /// The op that refused its input.
         op: &'static str,
+        /// The input's shape.
         shape: Shape,
+        /// What was expected instead.
         msg: String,
     },
     /// A dimension index past the rank of the tensor.
     #[error("{op}: dim {dim} out of range for a tensor of rank {rank}")]
     DimOutOfRange {
+        /// The op that was given the dim.
         op: &'static str,
+        /// The dim asked for.
         dim: usize,
+        /// The tensor's number of dims.
         rank: usize,
     },
     /// A parameter that makes no sense (stride 0, negative probability, ...).
     #[error("{op}: invalid parameter: {msg}")]
-    InvalidParam { op: &'static str, msg: String },
+    InvalidParam {
+        /// The op (or the setting, e.g. `"config"`) whose parameter is invalid.
+        op: &'static str,
+        /// Which parameter, its value, and the valid range.
+        msg: String,
+    },
     /// A tensor whose element count does not match the data or target shape.
     #[error("{op}: {got} elements given where shape {shape:?} needs {want}")]
     ElementCount {
+        /// The op (or constructor) that checked the count.
         op: &'static str,
+        /// The shape the data was meant to fill.
         shape: Shape,
+        /// Elements given.
         got: usize,
+        /// Elements the shape holds.
         want: usize,
     },
     /// Autodiff misuse: backward on a non-scalar, grad of a tensor that is not in the graph...
@@ -45,8 +64,11 @@ pub enum Error {
     /// Two tensors on different devices were combined.
     #[error("{op}: tensors on different devices ({lhs} and {rhs}); move one with to_device")]
     DeviceMismatch {
+        /// The op that was given the two tensors.
         op: &'static str,
+        /// Device of the first operand (`"cpu"`, `"gpu"`).
         lhs: String,
+        /// Device of the second operand.
         rhs: String,
     },
     /// A state dict (checkpoint, fixture) that does not fit the module it is loaded into.
@@ -55,17 +77,29 @@ pub enum Error {
     /// Reading or writing a file.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A safetensors file that could not be parsed or written.
     #[error("{path}: safetensors: {msg}")]
-    SafeTensors { path: String, msg: String },
+    SafeTensors {
+        /// The file.
+        path: String,
+        /// The safetensors library's error, or what the engine found wrong.
+        msg: String,
+    },
     /// A data file or data set that could not be loaded: missing, truncated, corrupt or of the
     /// wrong format. `path` names the file (or folder) and `msg` the problem.
     #[error("{path}: {msg}")]
-    Data { path: String, msg: String },
+    Data {
+        /// The data file or folder.
+        path: String,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// No GPU could be used: wgpu found no adapter, or the device could not be created. The
     /// message is wgpu's reason (which backends it tried and why each failed).
     #[error("gpu: no usable GPU adapter: {0}")]
@@ -85,7 +119,12 @@ pub enum Error {
     /// An output file (image grid, plot, checkpoint, metrics log) that could not be written
     /// or read back: `path` names the file and `msg` the problem.
     #[error("{path}: {msg}")]
-    Output { path: String, msg: String },
+    Output {
+        /// The output file.
+        path: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// What kind of GPU failure an [`Error::Gpu`] is.

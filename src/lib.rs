@@ -7,10 +7,16 @@
 //! - [`ops`]: the op table; each op's file holds its parameters, shape rule and CPU kernel;
 //! - [`autograd`]: the graph walk (`grad`, `backward`) and the backward rules, which are
 //!   themselves differentiable so second-order gradients (WGAN-GP) work;
-//! - [`backend`]: devices and storage (CPU now; the GPU backend plugs in here);
+//! - [`backend`]: devices and storage (CPU kernels with rayon, GPU kernels in WGSL through
+//!   wgpu);
 //! - [`nn`]: modules with PyTorch-style parameter names; [`optim`]: Adam, SGD, RMSprop;
+//! - [`profile`]: one training step timed op by op, with FLOPs and bytes per op;
 //! - [`metrics`]: offline GAN metrics (Fréchet distance, KID, precision/recall, SWD) on the
 //!   project's own feature networks.
+//!
+//! For a guided walk through one DCGAN training step, from the command line to the kernels,
+//! read `docs/one-dcgan-step.md` in the repository; `examples/` holds short runnable programs
+//! (`autodiff`, `ring_gan`, `conv_cpu_vs_gpu`).
 //!
 //! ```
 //! use ganforge::{autograd, Tensor};
@@ -24,6 +30,8 @@
 //! assert_eq!(d2x.to_vec(), vec![12.0]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod autograd;
 pub mod backend;
 pub mod bench;
@@ -35,6 +43,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod tensor;
 
 pub use backend::Device;

@@ -48,6 +48,88 @@ enum Command {
     /// precision/recall on the project's own feature network (not Inception), class coverage;
     /// modes covered for 2-D data; sliced Wasserstein distance for image folders.
     Eval(ganforge::metrics::cli::EvalArgs),
+    /// Profile one training step (a D and a G update) of a model on random data, layer by
+    /// layer and op by op: shapes in and out, forward and backward FLOPs and bytes moved,
+    /// measured time, achieved GFLOP/s and share of the step; --device both puts the CPU and
+    /// the GPU side by side.
+    ///
+    /// FLOPs and bytes are computed from the shapes by each op's formula (src/ops/<op>.rs):
+    /// a multiply-add counts 2 FLOPs (conv2d forward = 2*N*C_out*H_out*W_out*C_in*KH*KW,
+    /// conv_transpose2d = 2*N*C_in*H*W*C_out*KH*KW, matmul = 2*batch*M*N*K); pointwise ops
+    /// count the arithmetic of their formula, exp/log/tanh/sqrt counting 1; bytes moved =
+    /// every input read once + the output written once, 4 bytes per f32 (a reshape moves
+    /// nothing). Times are measured per op; on a GPU each op waits for the GPU before and after
+    /// it, so a profiled GPU step is slower than an unprofiled one (both are printed). Time
+    /// between ops (autograd's graph walk, an optimizer's loop, freeing a graph) has rows of
+    /// its own; "unattributed" is the wall-clock step minus every row.
+    ///
+    /// Phases: fwd (forward), bwd (backward rule), bwd2 (a backward rule of a backward node:
+    /// the WGAN-GP double backward), opt (optimizer update, on the layer owning the
+    /// parameter). For families with n_critic > 1 the profiled call is the one that also
+    /// updates G.
+    #[command(verbatim_doc_comment)]
+    Profile(ProfileArgs),
+}
+
+/// Where `ganforge profile` runs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProfileDevice {
+    /// The CPU kernels.
+    Cpu,
+    /// The GPU kernels (WGSL through wgpu).
+    Gpu,
+    /// Both, side by side (the CPU first).
+    Both,
+}
+
+/// Flags of `ganforge profile`.
+#[derive(clap::Args)]
+struct ProfileArgs {
+    /// Model family.
+    #[arg(long, value_enum, default_value = "dcgan")]
+    model: ModelKind,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Where to run: cpu, gpu or both (side by side).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: ProfileDevice,
+    /// Image channels of the random data (1 like MNIST, 3 like CIFAR-10).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Image height and width (the convolutional families take 28, 32 or 64).
+    #[arg(long, default_value_t = 28, value_name = "SIZE")]
+    image_size: usize,
+    /// Classes of the random labels (used by conditional models such as cgan).
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// 2-D points instead of images (every family becomes a small MLP).
+    #[arg(long)]
+    points: bool,
+    /// Profiled steps, averaged (each a D and a G update).
+    #[arg(long, default_value_t = 1)]
+    steps: usize,
+    /// Unprofiled steps first (pipeline compilation, buffer pools).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Seed of the weights and the random data.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Width of the convolutional generator (default 64).
+    #[arg(long)]
+    ngf: Option<usize>,
+    /// Width of the convolutional discriminator (default 64).
+    #[arg(long)]
+    ndf: Option<usize>,
+    /// Width of the MLP models (default 256; 128 on 2-D points).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Size of the noise vector (default 100; 8 on 2-D points).
+    #[arg(long)]
+    latent_dim: Option<usize>,
+    /// Also write the profile (every row, per device) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -315,6 +397,7 @@ fn main() {
         Command::Bench(args) => bench(&args).map_err(TrainError::from),
         Command::TrainClassifier(args) => ganforge::metrics::cli::train_classifier(&args),
         Command::Eval(args) => ganforge::metrics::cli::eval(&args),
+        Command::Profile(args) => profile(&args).map_err(TrainError::from),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -336,7 +419,12 @@ fn hint(e: &TrainError) -> Option<String> {
         TrainError::Engine(Error::InvalidParam { op: "model", .. })
         | TrainError::Engine(Error::InvalidParam { op: "config", .. }) => Some(
             "the model is checked against the data before training; change the flag named above \
-             (ganforge train --help lists them)"
+             (the command's --help lists them)"
+                .into(),
+        ),
+        TrainError::Engine(Error::GpuUnavailable(_)) => Some(
+            "run on the CPU (--device cpu), or install a Vulkan driver (on Debian/Ubuntu, \
+             mesa-vulkan-drivers provides lavapipe, a software GPU)"
                 .into(),
         ),
         TrainError::NonFinite { .. } => Some(
@@ -668,6 +756,56 @@ fn ascii_scatter(points: &[f32], mixture: &GaussianMixture) -> String {
         "-".repeat(cols)
     ));
     out
+}
+
+fn profile(args: &ProfileArgs) -> ganforge::Result<()> {
+    use ganforge::gan::DataShape;
+    use ganforge::profile::{self, ProfileOptions};
+    // The GPU first, so a missing adapter is reported before any CPU work.
+    let mut devices = Vec::new();
+    if args.device != ProfileDevice::Gpu {
+        devices.push(Device::Cpu);
+    }
+    if args.device != ProfileDevice::Cpu {
+        devices.push(Device::gpu()?);
+    }
+    let shape = if args.points {
+        DataShape::points(args.classes)
+    } else {
+        DataShape::image(
+            args.channels,
+            args.image_size,
+            args.image_size,
+            args.classes,
+        )
+    };
+    let mut opts = ProfileOptions {
+        steps: args.steps,
+        warmup: args.warmup,
+        seed: args.seed,
+        ..ProfileOptions::for_data(args.model, args.batch_size, shape)
+    };
+    let c = &mut opts.config;
+    c.ngf = args.ngf.unwrap_or(c.ngf);
+    c.ndf = args.ndf.unwrap_or(c.ndf);
+    c.hidden = args.hidden.unwrap_or(c.hidden);
+    c.latent_dim = args.latent_dim.unwrap_or(c.latent_dim);
+    let mut profiles = Vec::new();
+    for dev in &devices {
+        eprintln!("profiling {} on {} ...", args.model, dev.name());
+        profiles.push(profile::profile_step(&opts, dev)?);
+    }
+    print!("{}", profile::report::render(&profiles));
+    if let Some(path) = &args.json {
+        std::fs::write(path, profile::report::to_json(&profiles)).map_err(|source| {
+            ganforge::Error::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Which device a benchmark runs on.

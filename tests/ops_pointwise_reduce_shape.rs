@@ -2638,3 +2638,73 @@ fn matmul_with_transposed_layouts() {
         );
     }
 }
+
+/// Inputs above the CPU kernels' parallel threshold (32768 elements), so the blocked parallel
+/// paths of the broadcasting binary ops and of `sum` (per-task f64 partial sums) are checked
+/// too, at odd sizes and the channel-broadcast patterns of batch norm and bias.
+#[test]
+fn large_sums_and_broadcasts_take_the_parallel_paths() {
+    const BIG: Tol = Tol { fd: None, ..TOL };
+    let d = [5usize, 37, 13, 17];
+    let mut rng = Rng::new(405);
+    for red in [
+        vec![0, 2, 3],
+        vec![0],
+        vec![1, 3],
+        vec![3],
+        vec![0, 1, 2, 3],
+    ] {
+        let x = normal(&mut rng, &d, 1.0);
+        let od = out_dims(&d, &red, true);
+        check_op(
+            &format!("sum over {red:?} of {d:?}"),
+            &|t: &[Tensor]| t[0].sum(&red, true).unwrap(),
+            &[x],
+            &od,
+            &|xs, w| {
+                let (map, n_out) = reduce_map(&d, &red);
+                let mut y = vec![0.0; n_out];
+                for (i, &v) in xs[0].iter().enumerate() {
+                    y[map[i]] += v;
+                }
+                (y, vec![map.iter().map(|&o| w[o]).collect()])
+            },
+            BIG,
+        );
+    }
+    for bd in [
+        vec![1, 37, 1, 1],
+        vec![5, 1, 13, 17],
+        vec![1, 1, 13, 1],
+        vec![5, 37, 1, 1],
+    ] {
+        for (sym, name, run) in [
+            (
+                '+',
+                "add",
+                Tensor::add as fn(&Tensor, &Tensor) -> ganforge::Result<Tensor>,
+            ),
+            ('*', "mul", Tensor::mul),
+        ] {
+            let a = normal(&mut rng, &d, 1.0);
+            let b = signed_mag(&mut rng, &bd, 0.5, 2.0);
+            check_op(
+                &format!("{name} {d:?} with {bd:?}"),
+                &|t: &[Tensor]| run(&t[0], &t[1]).unwrap(),
+                &[a.clone(), b.clone()],
+                &d,
+                &|xs, w| ref_binary(sym, &xs[0], &d, &xs[1], &bd, &d, w),
+                BIG,
+            );
+            // And with the operands swapped (a constant left operand along the rows).
+            check_op(
+                &format!("{name} {bd:?} with {d:?}"),
+                &|t: &[Tensor]| run(&t[0], &t[1]).unwrap(),
+                &[b, a],
+                &d,
+                &|xs, w| ref_binary(sym, &xs[0], &bd, &xs[1], &d, &d, w),
+                BIG,
+            );
+        }
+    }
+}

@@ -15,9 +15,16 @@
 mod rules;
 
 use crate::error::{Error, Result};
+use crate::profile::Phase;
 use crate::tensor::{Tensor, TensorId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+
+/// The profiler's row for the time of a backward pass spent outside ops (graph sort, gradient
+/// maps, dropping intermediate gradients).
+const PROFILE_LAYER: &str = "autograd";
+/// See [`PROFILE_LAYER`].
+const PROFILE_WHAT: &str = "graph walk (outside ops)";
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -56,12 +63,37 @@ pub fn no_grad() -> GradModeGuard {
 ///
 /// With `create_graph`, the returned gradients are themselves recorded in the graph and can be
 /// differentiated again (second-order). An input that the outputs do not depend on gets `None`.
+///
+/// ```
+/// use ganforge::{autograd, Tensor};
+/// // y = sum(x^2 * w): dy/dx = 2 x w, and d/dw of sum(dy/dx) = sum over 2 x.
+/// let x = Tensor::from_vec(vec![1.0, -2.0, 3.0], [3]).unwrap();
+/// let w = Tensor::from_vec(vec![0.5, 0.5, 0.5], [3]).unwrap();
+/// x.set_requires_grad(true);
+/// w.set_requires_grad(true);
+/// let y = x.sqr().unwrap().mul(&w).unwrap().sum_all().unwrap();
+/// let grads = autograd::grad(&[y], None, &[x.clone(), w.clone()], true).unwrap();
+/// let dx = grads[0].clone().unwrap();
+/// assert_eq!(dx.to_vec(), vec![1.0, -2.0, 3.0]); // 2 * x * 0.5
+/// // dx is on the tape (create_graph = true): differentiate it again, with respect to w.
+/// let dw = autograd::grad(&[dx.sum_all().unwrap()], None, &[w], false).unwrap()[0]
+///     .clone()
+///     .unwrap();
+/// assert_eq!(dw.to_vec(), vec![2.0, -4.0, 6.0]); // d(2 x w)/dw = 2 x
+/// // `grad` leaves `.grad()` alone; an input the output does not use gets None.
+/// assert!(x.grad().is_none());
+/// let unused = Tensor::scalar(1.0);
+/// unused.set_requires_grad(true);
+/// let z = x.sum_all().unwrap();
+/// assert!(autograd::grad(&[z], None, &[unused], false).unwrap()[0].is_none());
+/// ```
 pub fn grad(
     outputs: &[Tensor],
     grad_outputs: Option<&[Tensor]>,
     inputs: &[Tensor],
     create_graph: bool,
 ) -> Result<Vec<Option<Tensor>>> {
+    let _r = crate::profile::region(PROFILE_LAYER, PROFILE_WHAT, Phase::Backward);
     let wanted: HashSet<TensorId> = inputs.iter().map(|t| t.id()).collect();
     let grads = run_backward(outputs, grad_outputs, &wanted, create_graph)?;
     Ok(inputs.iter().map(|t| grads.get(&t.id()).cloned()).collect())
@@ -70,6 +102,26 @@ pub fn grad(
 impl Tensor {
     /// Backpropagates from this scalar and *accumulates* the gradient into `.grad()` of every
     /// leaf that requires a gradient.
+    ///
+    /// ```
+    /// use ganforge::Tensor;
+    /// // f(a, b) = a * b + b: df/da = b = 3, df/db = a + 1 = 3.
+    /// let a = Tensor::scalar(2.0);
+    /// let b = Tensor::scalar(3.0);
+    /// a.set_requires_grad(true);
+    /// b.set_requires_grad(true);
+    /// let f = a.mul(&b).unwrap().add(&b).unwrap();
+    /// f.backward().unwrap();
+    /// assert_eq!(a.grad().unwrap().to_vec(), vec![3.0]);
+    /// assert_eq!(b.grad().unwrap().to_vec(), vec![3.0]);
+    /// // A second backward adds to what is there, as in PyTorch; zero_grad clears it.
+    /// f.backward().unwrap();
+    /// assert_eq!(a.grad().unwrap().to_vec(), vec![6.0]);
+    /// a.zero_grad();
+    /// assert!(a.grad().is_none());
+    /// // Only a one-element tensor can start a backward pass.
+    /// assert!(Tensor::from_vec(vec![1.0, 2.0], [2]).unwrap().backward().is_err());
+    /// ```
     pub fn backward(&self) -> Result<()> {
         if self.elem_count() != 1 {
             return Err(Error::Autograd(format!(
@@ -77,6 +129,7 @@ impl Tensor {
                 self.shape()
             )));
         }
+        let _r = crate::profile::region(PROFILE_LAYER, PROFILE_WHAT, Phase::Backward);
         let order = topo_order(std::slice::from_ref(self));
         let leaves: Vec<Tensor> = order
             .iter()
@@ -169,7 +222,9 @@ fn run_backward(
         let Some(op) = node.op() else {
             continue; // a leaf: nothing further back
         };
-        // 3. The local rule: gradient w.r.t. each input, given the output's gradient.
+        // 3. The local rule: gradient w.r.t. each input, given the output's gradient (profiled
+        //    as the backward of the layer that made the node).
+        let _p = crate::profile::backward_node(node.id());
         let input_grads = rules::backward(op, node, &g)?;
         for (input, input_grad) in op.inputs().iter().zip(input_grads) {
             if let Some(ig) = input_grad {

@@ -33,17 +33,17 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             let y = out;
             let dx = match *op {
                 UnaryOp::Neg => g.neg(),
-                UnaryOp::Exp => g.mul(y)?,                     // e^x
-                UnaryOp::Log => g.div(x)?,                     // 1/x
-                UnaryOp::Sqrt => g.div(&y.mul_scalar(2.0))?,   // 1/(2 sqrt x)
-                UnaryOp::Abs => g.mul(&x.mask(MaskOp::Sign))?, // sign(x)
+                UnaryOp::Exp => g.mul(y)?,                    // e^x
+                UnaryOp::Log => g.div(x)?,                    // 1/x
+                UnaryOp::Sqrt => g.div(&y.mul_scalar(2.0))?,  // 1/(2 sqrt x)
+                UnaryOp::Abs => g.mul_mask(x, MaskOp::Sign)?, // sign(x)
                 UnaryOp::Tanh => g.mul(&y.sqr()?.affine(-1.0, 1.0))?, // 1 - tanh^2
                 UnaryOp::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0))?)?, // s (1 - s)
-                UnaryOp::Relu => g.mul(&x.mask(MaskOp::Relu))?,
-                UnaryOp::LeakyRelu(slope) => g.mul(&x.mask(MaskOp::LeakySlope(slope)))?,
+                UnaryOp::Relu => g.mul_mask(x, MaskOp::Relu)?,
+                UnaryOp::LeakyRelu(slope) => g.mul_mask(x, MaskOp::LeakySlope(slope))?,
                 UnaryOp::Softplus => g.mul(&x.sigmoid())?, // sigmoid(x)
                 UnaryOp::Powf(p) => g.mul(&x.powf(p - 1.0).mul_scalar(p))?, // p x^(p-1)
-                UnaryOp::Clamp { min, max } => g.mul(&x.mask(MaskOp::Clamp { min, max }))?,
+                UnaryOp::Clamp { min, max } => g.mul_mask(x, MaskOp::Clamp { min, max })?,
                 UnaryOp::Affine { mul, .. } => g.mul_scalar(mul),
             };
             vec![Some(dx)]
@@ -161,6 +161,22 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
                 input, out, *eps, stats, g,
             )?)]
         }
+
+        // y = x_hat * w + b: dw = sum g x_hat, db = sum g, dx through x_hat (ops/norm.rs).
+        Op::BatchNormAffine {
+            input,
+            weight,
+            bias,
+            eps,
+            stats,
+        } => crate::ops::norm::batch_norm_affine_backward(
+            input,
+            weight.as_ref(),
+            bias.as_ref(),
+            *eps,
+            stats,
+            g,
+        )?,
 
         // Pooling and upsampling are adjoint up to the factor 4 of the mean.
         Op::AvgPool2x2 { input } => {

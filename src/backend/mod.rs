@@ -33,6 +33,18 @@ impl Device {
     /// A software adapter (Mesa's lavapipe/llvmpipe, device type `Cpu`) is not taken: it runs
     /// the WGSL kernels on the CPU, 10-40x slower than the CPU kernels. [`Device::gpu`] still
     /// returns it (that is how CI tests the GPU kernels).
+    ///
+    /// ```
+    /// use ganforge::{Device, Tensor};
+    /// let (dev, why) = Device::auto();
+    /// println!("running on {dev}: {why}");
+    /// assert!(why.starts_with(if dev.is_gpu() { "gpu" } else { "cpu" }));
+    /// // The same code runs on either device; the data moves with to_device.
+    /// let x = Tensor::from_vec(vec![-1.0, 2.0], [2]).unwrap().to_device(&dev).unwrap();
+    /// let y = x.relu().mul_scalar(3.0);
+    /// assert_eq!(y.device(), dev);
+    /// assert_eq!(y.to_vec(), vec![0.0, 6.0]); // to_vec copies back to the host
+    /// ```
     pub fn auto() -> (Device, String) {
         match GpuDevice::shared() {
             Ok(g) if g.info().device_type == "Cpu" => (
@@ -182,4 +194,43 @@ impl Storage {
             Storage::Cpu(_) => None,
         }
     }
+}
+
+/// Merges dims for a strided kernel: drops size-1 dims and joins neighbours `d, d+1` when every
+/// operand's stride satisfies `stride[d] == stride[d+1] * dims[d+1]` (the pair is one
+/// contiguous run for all of them). A same-shape elementwise op ends up with rank 1. Returns
+/// the merged dims and each operand's merged strides; rank is at least 1.
+pub fn merge_dims(dims: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_dims: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for d in 0..dims.len() {
+        if dims[d] == 1 {
+            continue;
+        }
+        let mergeable = match out_dims.last() {
+            Some(_) => strides.iter().enumerate().all(|(o, s)| {
+                let prev = *out_strides[o].last().expect("same length");
+                prev == s[d] * dims[d]
+            }),
+            None => false,
+        };
+        if mergeable {
+            *out_dims.last_mut().expect("checked") *= dims[d];
+            for (o, s) in strides.iter().enumerate() {
+                *out_strides[o].last_mut().expect("checked") = s[d];
+            }
+        } else {
+            out_dims.push(dims[d]);
+            for (o, s) in strides.iter().enumerate() {
+                out_strides[o].push(s[d]);
+            }
+        }
+    }
+    if out_dims.is_empty() {
+        out_dims.push(1);
+        for s in out_strides.iter_mut() {
+            s.push(0);
+        }
+    }
+    (out_dims, out_strides)
 }

@@ -107,6 +107,7 @@ use crate::nn::{
     Tanh,
 };
 use crate::ops::BatchNormParams;
+use crate::profile;
 use crate::tensor::{Rng, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -449,20 +450,31 @@ impl Generator {
                 ))
             }
         };
+        let _scope = profile::root_scope("G");
         let mut input = z.reshape([n, self.latent_dim])?;
         if let (Some(emb), Some(labels)) = (
             &self.label_emb,
             check_labels("generator", self.num_classes, n, labels)?,
         ) {
-            input = Tensor::concat(&[input, emb.forward_indices(labels)?], 1)?;
+            let rows = {
+                let _s = profile::child_scope("label_emb", Some(emb.layer_type()));
+                emb.forward_indices(labels)?
+            };
+            input = Tensor::concat(&[input, rows], 1)?;
         }
         let width = input.dims()[1];
         let mut out_dims = vec![n];
         out_dims.extend(&self.out_dims);
         if self.arch.is_conv() {
-            self.main.forward(&input.reshape([n, width, 1, 1])?)
+            let input = input.reshape([n, width, 1, 1])?;
+            let _s = profile::child_scope("main", None);
+            self.main.forward(&input)
         } else {
-            self.main.forward(&input)?.reshape(out_dims)
+            let y = {
+                let _s = profile::child_scope("main", None);
+                self.main.forward(&input)?
+            };
+            y.reshape(out_dims)
         }
     }
 
@@ -677,13 +689,17 @@ impl Discriminator {
                 ),
             ));
         }
+        let _scope = profile::root_scope("D");
         let n = x.dims()[0];
         let mut input = x.clone();
         if let (Some(emb), Some(labels)) = (
             &self.label_emb,
             check_labels("discriminator", self.num_classes, n, labels)?,
         ) {
-            let e = emb.forward_indices(labels)?;
+            let e = {
+                let _s = profile::child_scope("label_emb", Some(emb.layer_type()));
+                emb.forward_indices(labels)?
+            };
             let e = if self.in_dims.len() == 3 {
                 e.reshape([n, 1, self.in_dims[1], self.in_dims[2]])?
             } else {
@@ -694,7 +710,11 @@ impl Discriminator {
         if self.arch == Architecture::Mlp && input.rank() > 2 {
             input = input.flatten(1)?;
         }
-        self.main.forward(&input)?.reshape([n])
+        let scores = {
+            let _s = profile::child_scope("main", None);
+            self.main.forward(&input)?
+        };
+        scores.reshape([n])
     }
 }
 

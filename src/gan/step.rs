@@ -10,6 +10,7 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::nn::{clip_parameters, prefixed, Module};
 use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
+use crate::profile::{self, Phase};
 use crate::tensor::{Rng, Tensor};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -323,7 +324,13 @@ impl Gan {
         let latent = self.g.latent_dim();
 
         // ---- D step ----
-        let z = Tensor::randn(0.0, 1.0, [n, latent], rng, &dev);
+        // (The `profile::` scopes name the parts of the step for `ganforge profile`; they do
+        // nothing unless a profiler session records on this thread.)
+        let section = profile::section("D step");
+        let z = {
+            let _s = profile::root_scope("noise z");
+            Tensor::randn(0.0, 1.0, [n, latent], rng, &dev)
+        };
         let fake = if reuse_fake {
             self.g.forward_with_labels(&z, labels)?
         } else {
@@ -333,16 +340,20 @@ impl Gan {
         self.opt_d.zero_grad();
         let d_real = self.d.forward_with_labels(real, labels)?;
         let d_fake = self.d.forward_with_labels(&fake.detach(), labels)?;
+        let scope = profile::root_scope("loss_d");
         let mut loss_d = discriminator_loss(model, &d_real, &d_fake, self.cfg.label_smoothing)?;
         let mut gp_value = None;
         if model == ModelKind::WganGp {
+            let _s = profile::root_scope("gradient penalty");
             let eps = interpolation_weights(n, rng);
             let gp = gradient_penalty(&self.d, real, &fake, labels, &eps)?;
             gp_value = Some(gp.to_scalar()?);
             loss_d = loss_d.add(&gp.mul_scalar(self.cfg.gp_weight))?;
         }
         let loss_d_value = loss_d.to_scalar()?;
+        drop(scope);
         let (d_real_value, d_fake_value) = {
+            let _s = profile::root_scope("d_real, d_fake (logged)");
             let _ng = no_grad();
             let report = |t: &Tensor| -> Result<f32> {
                 let t = if model.uses_bce() {
@@ -360,35 +371,68 @@ impl Gan {
             self.step,
             "Lower lr_d (and lr_g), or check the data for NaN/inf values.",
         )?;
-        loss_d.backward()?;
-        drop((loss_d, d_real, d_fake));
-        self.opt_d.step()?;
-        self.opt_d.zero_grad();
+        {
+            let _s = profile::root_scope("loss_d");
+            loss_d.backward()?;
+            let _r = profile::region("D", "free graph (outside ops)", Phase::Other);
+            drop((loss_d, d_real, d_fake));
+        }
+        {
+            let _r = profile::region(
+                self.optimizer_row("D"),
+                "optimizer loop (outside ops)",
+                Phase::Optimizer,
+            );
+            self.opt_d.step()?;
+            self.opt_d.zero_grad();
+        }
         if model == ModelKind::Wgan {
+            let _s = profile::root_scope("D weight clipping");
             clip_parameters(&self.d.parameters(), self.cfg.clip_value)?;
         }
+        drop(section);
 
         let mut out = vec![("loss_d".to_string(), loss_d_value)];
 
         // ---- G step ----
         if update_g {
+            let _section = profile::section("G step");
             let fake = if reuse_fake {
                 fake
             } else {
-                let z = Tensor::randn(0.0, 1.0, [n, latent], rng, &dev);
+                let z = {
+                    let _s = profile::root_scope("noise z");
+                    Tensor::randn(0.0, 1.0, [n, latent], rng, &dev)
+                };
                 self.g.forward_with_labels(&z, labels)?
             };
             self.opt_g.zero_grad();
-            let loss_g = generator_loss(model, &self.d.forward_with_labels(&fake, labels)?)?;
+            let d_fake = self.d.forward_with_labels(&fake, labels)?;
+            let scope = profile::root_scope("loss_g");
+            let loss_g = generator_loss(model, &d_fake)?;
             let loss_g_value = loss_g.to_scalar()?;
             check_finite("loss_g", loss_g_value, self.step, "Lower lr_g (and lr_d).")?;
             loss_g.backward()?;
-            drop(loss_g);
-            self.opt_g.step()?;
-            self.opt_g.zero_grad();
-            // The backward pass through D left gradients on D's parameters: not needed.
-            self.opt_d.zero_grad();
-            self.update_ema()?;
+            {
+                let _r = profile::region("G", "free graph (outside ops)", Phase::Other);
+                drop((loss_g, d_fake, fake));
+            }
+            drop(scope);
+            {
+                let _r = profile::region(
+                    self.optimizer_row("G"),
+                    "optimizer loop (outside ops)",
+                    Phase::Optimizer,
+                );
+                self.opt_g.step()?;
+                self.opt_g.zero_grad();
+                // The backward pass through D left gradients on D's parameters: not needed.
+                self.opt_d.zero_grad();
+            }
+            {
+                let _s = profile::root_scope("G ema");
+                self.update_ema()?;
+            }
             out.push(("loss_g".to_string(), loss_g_value));
         }
         out.push(("d_real".to_string(), d_real_value));
@@ -398,6 +442,16 @@ impl Gan {
         }
         self.step += 1;
         Ok(out)
+    }
+
+    /// The profiler's name for the optimizer of `net` (`"D optimizer (adam)"`).
+    fn optimizer_row(&self, net: &str) -> &'static str {
+        match (net, self.cfg.model == ModelKind::Wgan) {
+            ("D", false) => "D optimizer (adam)",
+            ("D", true) => "D optimizer (rmsprop)",
+            (_, false) => "G optimizer (adam)",
+            (_, true) => "G optimizer (rmsprop)",
+        }
     }
 
     /// `G_ema = decay * G_ema + (1 - decay) * G` for every parameter (elementwise, f32).

@@ -27,7 +27,29 @@ pub struct Conv2dConfig {
     pub bias: bool,
 }
 
-/// A 2-D convolution layer.
+/// A 2-D convolution layer: each output channel is a learned `k x k` filter slid over the
+/// input (with stride and zero padding) plus a bias; see [`Tensor::conv2d`] for the formula.
+///
+/// ```
+/// use ganforge::nn::{Conv2d, Conv2dConfig, Module};
+/// use ganforge::{Device, Rng, Tensor};
+/// // A DCGAN discriminator layer: 4x4 filters, stride 2, padding 1 halve the image.
+/// let cfg = Conv2dConfig {
+///     in_channels: 1,
+///     out_channels: 8,
+///     kernel_size: 4,
+///     stride: 2,
+///     padding: 1,
+///     bias: false,
+/// };
+/// let conv = Conv2d::new(cfg, &mut Rng::new(0), &Device::Cpu).unwrap();
+/// let x = Tensor::randn(0.0, 1.0, [2, 1, 28, 28], &mut Rng::new(1), &Device::Cpu);
+/// let y = conv.forward(&x).unwrap();
+/// assert_eq!(y.dims(), &[2, 8, 14, 14]); // (28 + 2*1 - 4) / 2 + 1 = 14
+/// // Zero input, no bias: zero output.
+/// let zeros = Tensor::zeros([1, 1, 28, 28], &Device::Cpu);
+/// assert!(conv.forward(&zeros).unwrap().to_vec().iter().all(|&v| v == 0.0));
+/// ```
 pub struct Conv2d {
     /// `[C_out, C_in, k, k]`.
     pub weight: Tensor,

@@ -20,6 +20,23 @@ pub struct LinearConfig {
 }
 
 /// A fully connected layer: `y[.., o] = sum_i x[.., i] * weight[o, i] + bias[o]`.
+///
+/// ```
+/// use ganforge::nn::{Linear, LinearConfig, Module};
+/// use ganforge::{Device, Rng, Tensor};
+/// let cfg = LinearConfig { in_features: 3, out_features: 2, bias: true };
+/// let layer = Linear::new(cfg, &mut Rng::new(0), &Device::Cpu).unwrap();
+/// let x = Tensor::ones([4, 3], &Device::Cpu);
+/// let y = layer.forward(&x).unwrap();
+/// assert_eq!(y.dims(), &[4, 2]);
+/// // Every row is sum_i weight[o, i] + bias[o] for an input of ones.
+/// let (w, b) = (layer.weight.to_vec(), layer.bias.as_ref().unwrap().to_vec());
+/// let want0 = w[0] + w[1] + w[2] + b[0];
+/// assert!((y.to_vec()[0] - want0).abs() < 1e-6);
+/// // PyTorch's parameter names, in PyTorch's order.
+/// let names: Vec<String> = layer.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["weight", "bias"]);
+/// ```
 pub struct Linear {
     /// `[out_features, in_features]`.
     pub weight: Tensor,

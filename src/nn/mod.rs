@@ -59,6 +59,12 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// The layer's Rust type name (`ganforge::nn::conv2d::Conv2d`), shown without its module
+    /// path by the profiler (`G.main.0 ConvTranspose2d`). Wrappers forward it.
+    fn layer_type(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
     /// Switches training (`true`) or eval (`false`) behaviour (batch norm, dropout, spectral
     /// norm's power iteration); composite modules pass it on to their children.
     fn set_training(&self, _training: bool) {}
@@ -156,6 +162,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn set_cumulative_stats(&self, on: bool) -> Result<()> {
         (**self).set_cumulative_stats(on)
+    }
+    fn layer_type(&self) -> &'static str {
+        (**self).layer_type()
     }
 }
 

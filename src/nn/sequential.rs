@@ -48,7 +48,8 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = x.clone();
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let _scope = crate::profile::layer_scope(i, || layer.layer_type());
             y = layer.forward(&y)?;
         }
         Ok(y)

@@ -24,6 +24,7 @@ use crate::backend::gpu::{Access, KernelSpec, Shader};
 use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -179,6 +180,37 @@ pub struct Conv2dWeightGradParams {
     pub kernel_w: usize,
 }
 
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// FLOPs of conv2d: `2 * N * C_out * OH * OW * C_in * KH * KW` (a multiply-add is 2; every
+/// tap counts, padding included, as PyTorch's FLOP counter does).
+pub fn conv2d_flops(
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    (oh, ow): (usize, usize),
+    (kh, kw): (usize, usize),
+) -> f64 {
+    2.0 * (n * c_out * oh * ow) as f64 * (c_in * kh * kw) as f64
+}
+
+/// Cost of conv2d, `x: [N, C_in, H, W]`, `w: [C_out, C_in, KH, KW]`, `out: [N, C_out, OH, OW]`:
+/// [`conv2d_flops`]; input and weight read, output written.
+pub fn conv2d_cost(x: &Shape, w: &Shape, out: &Shape) -> OpCost {
+    let (n, c_in, kh, kw) = (x.dims()[0], x.dims()[1], w.dims()[2], w.dims()[3]);
+    let (c_out, oh, ow) = (out.dims()[1], out.dims()[2], out.dims()[3]);
+    OpCost::copy(&[x, w], out).with_flops(conv2d_flops(n, c_in, c_out, (oh, ow), (kh, kw)))
+}
+
+/// Cost of conv2d_weight_grad, `x: [N, C_in, H, W]`, `gy: [N, C_out, OH, OW]`,
+/// `out: [C_out, C_in, KH, KW]`: the same multiply-adds as the forward conv2d
+/// ([`conv2d_flops`]); `x` and `gy` read, the weight gradient written.
+pub fn conv2d_weight_grad_cost(x: &Shape, gy: &Shape, out: &Shape) -> OpCost {
+    let (n, c_out, oh, ow) = (gy.dims()[0], gy.dims()[1], gy.dims()[2], gy.dims()[3]);
+    let (c_in, kh, kw) = (out.dims()[1], out.dims()[2], out.dims()[3]);
+    OpCost::copy(&[x, gy], out).with_flops(conv2d_flops(n, c_in, c_out, (oh, ow), (kh, kw)))
+}
+
 /// The output positions `o` in `0..out_len` with `0 <= o*stride + offset < in_len`, as a range
 /// (offset = `k - padding`, possibly negative). Lets the kernels skip the padding without a
 /// branch in the innermost loop.
@@ -305,19 +337,30 @@ pub(crate) fn im2col(
     let (s, pad) = (p.stride, p.padding as isize);
     let plane = oh_n * ow_n;
     let row_len = n_n * plane;
-    let mut cols = pool::take_zeroed(ci_n * kh_n * kw_n * row_len);
+    // Every value is written below (padding positions as 0), so the buffer is not pre-zeroed.
+    let mut cols = pool::take(ci_n * kh_n * kw_n * row_len);
     crate::backend::cpu::for_each_row(&mut cols, row_len, |r, row| {
         let (ci, kh, kw) = (r / (kh_n * kw_n), (r / kw_n) % kh_n, r % kw_n);
         let oh_range = valid_range(oh_n, h, s, kh as isize - pad);
         let ow_range = valid_range(ow_n, wd, s, kw as isize - pad);
+        // The first valid ow reads input column iw0; later ones step by the stride.
+        let iw0 = (ow_range.start * s + kw) as isize - pad;
         for n in 0..n_n {
             let x_plane = &x[(n * ci_n + ci) * h * wd..][..h * wd];
             let dst = &mut row[n * plane..][..plane];
-            for oh in oh_range.clone() {
+            for (oh, dst_row) in dst.chunks_exact_mut(ow_n).enumerate() {
+                if !oh_range.contains(&oh) || ow_range.is_empty() {
+                    dst_row.fill(0.0);
+                    continue;
+                }
                 let ih = ((oh * s + kh) as isize - pad) as usize;
-                for ow in ow_range.clone() {
-                    let iw = ((ow * s + kw) as isize - pad) as usize;
-                    dst[oh * ow_n + ow] = x_plane[ih * wd + iw];
+                dst_row[..ow_range.start].fill(0.0);
+                dst_row[ow_range.end..].fill(0.0);
+                let src = x_plane[ih * wd + iw0 as usize..ih * wd + wd]
+                    .iter()
+                    .step_by(s);
+                for (d, &v) in dst_row[ow_range.clone()].iter_mut().zip(src) {
+                    *d = v;
                 }
             }
         }
@@ -424,6 +467,7 @@ impl Tensor {
                 ),
             });
         };
+        let _t = profile::op("conv2d");
         let storage = match (&*self.storage(), &*weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => Storage::Cpu(conv2d_cpu_gemm(
                 x,
@@ -504,6 +548,7 @@ impl Tensor {
                 ),
             });
         }
+        let _t = profile::op("conv2d_weight_grad");
         let storage = match (&*self.storage(), &*grad_output.storage()) {
             (Storage::Cpu(x), Storage::Cpu(g)) => Storage::Cpu(conv2d_weight_grad_cpu_gemm(
                 x,

@@ -25,6 +25,7 @@ use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -172,6 +173,34 @@ impl ConvTranspose2dParams {
     }
 }
 
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// FLOPs of conv_transpose2d: `2 * N * C_in * H * W * C_out * KH * KW` (every input pixel
+/// times every tap; a multiply-add is 2), the count of the conv2d it is the adjoint of.
+pub fn conv_transpose2d_flops(
+    n: usize,
+    c_in: usize,
+    (h, w): (usize, usize),
+    c_out: usize,
+    (kh, kw): (usize, usize),
+) -> f64 {
+    2.0 * (n * c_in * h * w) as f64 * (c_out * kh * kw) as f64
+}
+
+/// Cost of conv_transpose2d, `x: [N, C_in, H, W]`, `w: [C_in, C_out, KH, KW]`:
+/// [`conv_transpose2d_flops`]; input and weight read, output written.
+pub fn conv_transpose2d_cost(x: &Shape, w: &Shape, out: &Shape) -> OpCost {
+    let d = x.dims();
+    let (c_out, kh, kw) = (w.dims()[1], w.dims()[2], w.dims()[3]);
+    OpCost::copy(&[x, w], out).with_flops(conv_transpose2d_flops(
+        d[0],
+        d[1],
+        (d[2], d[3]),
+        c_out,
+        (kh, kw),
+    ))
+}
+
 /// Scatter form, one `(n, co)` output plane per task so no two tasks write the same memory.
 #[allow(clippy::too_many_arguments)]
 // The plain loop is the reference the GEMM path is tested against (see `tests` below).
@@ -257,13 +286,18 @@ fn conv_transpose2d_cpu_gemm(
                 let ih_range = valid_range(h, oh_n, s, kh as isize - pad);
                 for kw in 0..kw_n {
                     let iw_range = valid_range(wd, ow_n, s, kw as isize - pad);
+                    if iw_range.is_empty() {
+                        continue;
+                    }
+                    // The first valid iw lands on output column ow0; later ones step by s.
+                    let ow0 = ((iw_range.start * s + kw) as isize - pad) as usize;
                     let col = &cols[((co * kh_n + kh) * kw_n + kw) * nhw + n * h * wd..][..h * wd];
                     for ih in ih_range.clone() {
                         let oh = ((ih * s + kh) as isize - pad) as usize;
-                        let out_row = &mut out_plane[oh * ow_n..][..ow_n];
-                        for iw in iw_range.clone() {
-                            let ow = ((iw * s + kw) as isize - pad) as usize;
-                            out_row[ow] += col[ih * wd + iw];
+                        let out_row = out_plane[oh * ow_n + ow0..oh * ow_n + ow_n].iter_mut();
+                        let col_row = &col[ih * wd..][iw_range.clone()];
+                        for (o, &v) in out_row.step_by(s).zip(col_row) {
+                            *o += v;
                         }
                     }
                 }
@@ -310,6 +344,7 @@ impl Tensor {
                 hint: format!("padding {} leaves no output", params.padding),
             });
         };
+        let _t = profile::op("conv_transpose2d");
         let storage = match (&*self.storage(), &*weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => Storage::Cpu(conv_transpose2d_cpu_gemm(
                 x,

@@ -11,11 +11,12 @@
 
 use crate::backend::gpu::params::{BinaryParams, UnaryParams};
 use crate::backend::gpu::{
-    groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
+    groups_for, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
 };
-use crate::backend::{cpu, GpuBuffer, Storage};
+use crate::backend::{cpu, merge_dims, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost, OpInfo};
 use crate::tensor::{Shape, Tensor};
 
 static BINARY_WGSL: Shader = Shader {
@@ -42,9 +43,13 @@ const UNARY: KernelSpec = KernelSpec {
 /// The four broadcasting arithmetic ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `lhs + rhs`.
     Add,
+    /// `lhs - rhs`.
     Sub,
+    /// `lhs * rhs` (elementwise).
     Mul,
+    /// `lhs / rhs` (elementwise).
     Div,
 }
 
@@ -73,13 +78,21 @@ impl BinaryOp {
 /// Pointwise functions of one tensor. Parameters are part of the variant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// `-x`.
     Neg,
+    /// `e^x`.
     Exp,
+    /// The natural logarithm `ln x`.
     Log,
+    /// `sqrt(x)`.
     Sqrt,
+    /// `|x|`.
     Abs,
+    /// `tanh(x)`.
     Tanh,
+    /// The logistic function `1 / (1 + e^-x)`, computed without overflow for large `|x|`.
     Sigmoid,
+    /// `max(x, 0)`.
     Relu,
     /// `x` if `x > 0` else `slope * x`.
     LeakyRelu(f32),
@@ -89,12 +102,16 @@ pub enum UnaryOp {
     Powf(f32),
     /// `min(max(x, min), max)`.
     Clamp {
+        /// Lower bound.
         min: f32,
+        /// Upper bound.
         max: f32,
     },
     /// `mul * x + add` (scalar arithmetic: `x + 1`, `2 * x`, `1 - x`, ...).
     Affine {
+        /// The factor.
         mul: f32,
+        /// The offset added after the product.
         add: f32,
     },
 }
@@ -208,6 +225,16 @@ impl MaskOp {
         }
     }
 
+    /// Name for traces and profiles (`relu`, `leaky`, `sign`, `clamp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskOp::Relu => "relu",
+            MaskOp::LeakySlope(_) => "leaky",
+            MaskOp::Sign => "sign",
+            MaskOp::Clamp { .. } => "clamp",
+        }
+    }
+
     /// The `OP` constant of `shaders/unary.wgsl` and the parameters `(a, b)`.
     fn gpu_code(self) -> (f64, f32, f32) {
         match self {
@@ -217,6 +244,54 @@ impl MaskOp {
             MaskOp::Clamp { min, max } => (16.0, min, max),
         }
     }
+}
+
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+impl UnaryOp {
+    /// FLOPs per element, counting the operations of the formula in [`UnaryOp::apply`] (a
+    /// transcendental such as `exp`, `ln`, `tanh`, `sqrt`, `powf` counts as one).
+    pub fn flops_per_element(self) -> f64 {
+        match self {
+            UnaryOp::Neg
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Abs
+            | UnaryOp::Tanh
+            | UnaryOp::Relu
+            | UnaryOp::Powf(_) => 1.0,
+            // x > 0 ? x : slope * x
+            UnaryOp::LeakyRelu(_) | UnaryOp::Clamp { .. } | UnaryOp::Affine { .. } => 2.0,
+            // 1 / (1 + exp(-x))
+            UnaryOp::Sigmoid => 3.0,
+            // max(x, 0) + ln_1p(exp(-|x|))
+            UnaryOp::Softplus => 5.0,
+        }
+    }
+}
+
+/// Cost of a broadcasting binary op: one FLOP per output element; both operands read as
+/// stored (a broadcast operand counts its own elements), the output written.
+pub fn binary_cost(lhs: &Shape, rhs: &Shape, out: &Shape) -> OpCost {
+    OpCost::pointwise(1.0, &[lhs, rhs], out)
+}
+
+/// Cost of a pointwise function: [`UnaryOp::flops_per_element`] per element, one read and one
+/// write per element.
+pub fn unary_cost(op: UnaryOp, x: &Shape) -> OpCost {
+    OpCost::pointwise(op.flops_per_element(), &[x], x)
+}
+
+/// Cost of a mask ([`MaskOp`]): one comparison per element, one read and one write.
+pub fn mask_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(1.0, &[x], x)
+}
+
+/// Cost of [`Tensor::mul_mask`]'s fused pass: a comparison and a multiply per element; `g`
+/// and `x` read, the product written.
+pub fn mul_mask_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(2.0, &[x, x], x)
 }
 
 /// Numerically stable logistic function (no overflow for large |x|).
@@ -231,8 +306,10 @@ pub fn sigmoid(x: f32) -> f32 {
 
 // ---- CPU kernels ---------------------------------------------------------------------------
 
-/// `out = op(lhs, rhs)` with broadcasting, all row-major. Fast paths for equal shapes and a
-/// scalar right operand; otherwise rows along the last output dim with per-operand strides.
+/// `out = op(lhs, rhs)` with broadcasting, all row-major. Same shapes: one zipped loop.
+/// Otherwise the dims are merged first ([`merge_dims`]: `[N, C, H, W] op [1, C, 1, 1]`
+/// becomes `[N, C, H*W] op [_, C, _]`), then each row of the last merged dim runs one of three
+/// tight loops: both operands contiguous, or one of them constant along the row.
 fn binary_cpu(
     op: BinaryOp,
     lhs: &[f32],
@@ -251,41 +328,57 @@ fn binary_cpu(
     ) -> Vec<f32> {
         let n = out_shape.elem_count();
         let mut out = cpu::pool::take(n);
-        if ls == rs {
-            cpu::fill_indexed(&mut out, |i| f(lhs[i], rhs[i]));
-            return out;
-        }
-        if rhs.len() == 1 && ls == out_shape {
-            let r = rhs[0];
-            cpu::fill_indexed(&mut out, |i| f(lhs[i], r));
-            return out;
-        }
         if n == 0 {
             return out;
         }
-        let rank = out_shape.rank();
-        let dims = out_shape.dims();
-        let last = if rank == 0 { 1 } else { dims[rank - 1] };
-        let (lst, rst) = (
-            ls.broadcast_strides(out_shape),
-            rs.broadcast_strides(out_shape),
+        if ls == rs {
+            cpu::zip_map(&mut out, lhs, rhs, f);
+            return out;
+        }
+        let (dims, strides) = merge_dims(
+            out_shape.dims(),
+            &[
+                ls.broadcast_strides(out_shape),
+                rs.broadcast_strides(out_shape),
+            ],
         );
-        let (l_last, r_last) = if rank == 0 {
-            (0, 0)
-        } else {
-            (lst[rank - 1], rst[rank - 1])
-        };
+        let (lst, rst) = (&strides[0], &strides[1]);
+        let rank = dims.len();
+        let last = dims[rank - 1];
+        let (l_last, r_last) = (lst[rank - 1], rst[rank - 1]);
         cpu::for_each_row(&mut out, last, |row, out_row| {
             // Decompose the row index over the leading dims to find each operand's offset.
             let (mut lo, mut ro, mut rem) = (0, 0, row);
-            for d in (0..rank.saturating_sub(1)).rev() {
+            for d in (0..rank - 1).rev() {
                 let i = rem % dims[d];
                 rem /= dims[d];
                 lo += i * lst[d];
                 ro += i * rst[d];
             }
-            for (j, o) in out_row.iter_mut().enumerate() {
-                *o = f(lhs[lo + j * l_last], rhs[ro + j * r_last]);
+            match (l_last, r_last) {
+                (1, 1) => {
+                    let (a, b) = (&lhs[lo..lo + last], &rhs[ro..ro + last]);
+                    for ((o, &a), &b) in out_row.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                }
+                (1, 0) => {
+                    let b = rhs[ro];
+                    for (o, &a) in out_row.iter_mut().zip(&lhs[lo..lo + last]) {
+                        *o = f(a, b);
+                    }
+                }
+                (0, 1) => {
+                    let a = lhs[lo];
+                    for (o, &b) in out_row.iter_mut().zip(&rhs[ro..ro + last]) {
+                        *o = f(a, b);
+                    }
+                }
+                _ => {
+                    for (j, o) in out_row.iter_mut().enumerate() {
+                        *o = f(lhs[lo + j * l_last], rhs[ro + j * r_last]);
+                    }
+                }
             }
         });
         out
@@ -295,6 +388,15 @@ fn binary_cpu(
         BinaryOp::Sub => run(lhs, ls, rhs, rs, out_shape, |a, b| a - b),
         BinaryOp::Mul => run(lhs, ls, rhs, rs, out_shape, |a, b| a * b),
         BinaryOp::Div => run(lhs, ls, rhs, rs, out_shape, |a, b| a / b),
+    }
+}
+
+/// [`MaskOp`] values of `x`, one monomorphised loop per kind.
+fn map_mask(x: &[f32], kind: MaskOp) -> Vec<f32> {
+    match kind {
+        MaskOp::Relu => cpu::map_unary(x, |v| (v > 0.0) as u8 as f32),
+        MaskOp::LeakySlope(slope) => cpu::map_unary(x, |v| if v > 0.0 { 1.0 } else { slope }),
+        kind => cpu::map_unary(x, |v| kind.apply(v)),
     }
 }
 
@@ -309,6 +411,7 @@ fn unary_cpu(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Tanh => cpu::map_unary(x, f32::tanh),
         UnaryOp::Sigmoid => cpu::map_unary(x, sigmoid),
         UnaryOp::Relu => cpu::map_unary(x, |v| v.max(0.0)),
+        UnaryOp::LeakyRelu(slope) => cpu::map_unary(x, |v| if v > 0.0 { v } else { slope * v }),
         op => cpu::map_unary(x, |v| op.apply(v)),
     }
 }
@@ -386,6 +489,7 @@ impl Tensor {
     fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
         self.check_same_device(op.name(), rhs)?;
         let out_shape = Shape::broadcast(op.name(), self.shape(), rhs.shape())?;
+        let _t = profile::op(op.name());
         let storage = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
                 Storage::Cpu(binary_cpu(op, a, self.shape(), b, rhs.shape(), &out_shape))
@@ -426,6 +530,7 @@ impl Tensor {
     /// Applies a pointwise function. (On a GPU, a failure is kept on the device and returned
     /// by the next fallible op, since this signature cannot fail.)
     pub fn unary(&self, op: UnaryOp) -> Tensor {
+        let _t = profile::op(op.name());
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(unary_cpu(op, x)),
             Storage::Gpu(x) => Storage::Gpu(unary_gpu(op.name(), x, op.gpu_code())),
@@ -509,6 +614,15 @@ impl Tensor {
     /// copies to the host and back (a closure cannot run in a shader); the backward rules use
     /// [`Tensor::mask`], which has a kernel.
     pub fn map_constant(&self, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
+        let _t = profile::op("map_constant");
+        profile::describe(|| {
+            OpInfo::new(
+                "map_constant",
+                &[self.shape()],
+                self.shape(),
+                OpCost::copy(&[self.shape()], self.shape()),
+            )
+        });
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, f)),
             Storage::Gpu(x) => {
@@ -529,10 +643,55 @@ impl Tensor {
     /// A constant (untracked) mask of `x` (see [`MaskOp`]): what backward rules multiply the
     /// incoming gradient by. Its own derivative is zero almost everywhere.
     pub fn mask(&self, kind: MaskOp) -> Tensor {
+        let _t = profile::op("mask");
+        profile::describe(|| {
+            let mut info = OpInfo::new(
+                "mask",
+                &[self.shape()],
+                self.shape(),
+                mask_cost(self.shape()),
+            );
+            info.detail = kind.name().to_string();
+            info
+        });
         let storage = match &*self.storage() {
-            Storage::Cpu(x) => Storage::Cpu(cpu::map_unary(x, |v| kind.apply(v))),
+            Storage::Cpu(x) => Storage::Cpu(map_mask(x, kind)),
             Storage::Gpu(x) => Storage::Gpu(unary_gpu("mask", x, kind.gpu_code())),
         };
         Tensor::from_storage(storage, self.shape().clone()).expect("same element count")
+    }
+
+    /// `self * x.mask(kind)`: an activation's backward (`g * f'(x)`). When the product is not
+    /// recorded (the usual first-order backward) the CPU computes it in one pass, without the
+    /// mask tensor; otherwise (second order, or on the GPU) it is the recorded `mul`.
+    pub fn mul_mask(&self, x: &Tensor, kind: MaskOp) -> Result<Tensor> {
+        let recorded = crate::autograd::is_grad_enabled() && self.is_tracked();
+        if !recorded && self.shape() == x.shape() {
+            if let (Storage::Cpu(g), Storage::Cpu(xv)) = (&*self.storage(), &*x.storage()) {
+                let _t = profile::op("mul_mask");
+                profile::describe(|| {
+                    let mut info = OpInfo::new(
+                        "mul_mask",
+                        &[self.shape(), x.shape()],
+                        self.shape(),
+                        mul_mask_cost(self.shape()),
+                    );
+                    info.detail = kind.name().to_string();
+                    info
+                });
+                let mut out = cpu::pool::take(g.len());
+                match kind {
+                    MaskOp::Relu => {
+                        cpu::zip_map(&mut out, g, xv, |g, x| if x > 0.0 { g } else { 0.0 })
+                    }
+                    MaskOp::LeakySlope(slope) => {
+                        cpu::zip_map(&mut out, g, xv, |g, x| if x > 0.0 { g } else { slope * g })
+                    }
+                    kind => cpu::zip_map(&mut out, g, xv, |g, x| g * kind.apply(x)),
+                }
+                return Tensor::from_storage(Storage::Cpu(out), self.shape().clone());
+            }
+        }
+        self.mul(&x.mask(kind))
     }
 }

@@ -9,6 +9,7 @@ use crate::backend::gpu::params::InplaceParams;
 use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{GpuBuffer, GpuDevice, Storage};
 use crate::error::{Error, Result};
+use crate::profile::{self, OpCost, OpInfo};
 use crate::tensor::Tensor;
 
 static INPLACE_WGSL: Shader = Shader {
@@ -66,6 +67,33 @@ fn unary_in_place_gpu(op: &'static str, dst: &GpuBuffer, code: u32, a: f32, b: f
     dev.check(op)
 }
 
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// Cost of an in-place update of `n` elements with `flops_per_element` FLOPs that also reads
+/// `sources` other tensors of `n` elements: the target read and written, each source read.
+pub fn in_place_cost(n: usize, flops_per_element: f64, sources: usize) -> OpCost {
+    let mut inputs = vec![n; sources];
+    if flops_per_element > 0.0 {
+        inputs.push(n); // the target's old values
+    }
+    OpCost::new(flops_per_element * n as f64, &inputs, n)
+}
+
+/// Opens the timer of in-place op `name` on `t` and describes it (no-op unless profiling).
+fn timed(
+    name: &'static str,
+    t: &Tensor,
+    flops_per_element: f64,
+    sources: usize,
+) -> profile::OpTimer {
+    let timer = profile::op(name);
+    profile::describe(|| {
+        let cost = in_place_cost(t.elem_count(), flops_per_element, sources);
+        OpInfo::new(name, &[t.shape()], t.shape(), cost)
+    });
+    timer
+}
+
 fn same_shape(op: &'static str, dst: &Tensor, src: &Tensor) -> Result<()> {
     if dst.shape() != src.shape() {
         return Err(Error::shape_mismatch(op, dst.shape(), src.shape()));
@@ -84,6 +112,8 @@ impl Tensor {
                 want: self.elem_count(),
             });
         }
+        // The host data read, the tensor written.
+        let _t = timed("write_from_slice", self, 0.0, 1);
         self.write_storage(|s| match s {
             Storage::Cpu(v) => v.copy_from_slice(data),
             Storage::Gpu(b) => b.device().write("write_from_slice", b, data),
@@ -97,6 +127,7 @@ impl Tensor {
         if self.same_storage(src) {
             return Ok(());
         }
+        let _t = timed("copy_from", self, 0.0, 1);
         let src_guard = src.storage();
         self.write_storage(|s| match (s, &*src_guard) {
             (Storage::Cpu(d), Storage::Cpu(x)) => {
@@ -123,6 +154,8 @@ impl Tensor {
     pub fn axpby_in_place(&self, a: f32, src: &Tensor, b: f32, c: f32) -> Result<()> {
         same_shape("axpby_in_place", self, src)?;
         self.check_same_device("axpby_in_place", src)?;
+        // a * d + b * (c * x): 4 FLOPs per element.
+        let _t = timed("axpby_in_place", self, 4.0, 1);
         // Reading and writing one buffer: read a copy.
         let src = if self.same_storage(src) {
             Tensor::from_vec_on(src.try_to_vec()?, src.shape().clone(), &src.device())?
@@ -161,6 +194,7 @@ impl Tensor {
 
     /// Sets every element to `value` in place.
     pub fn fill_in_place(&self, value: f32) -> Result<()> {
+        let _t = timed("fill_in_place", self, 0.0, 0);
         self.write_storage(|s| match s {
             Storage::Cpu(v) => v.fill(value),
             Storage::Gpu(b) => {
@@ -184,6 +218,8 @@ impl Tensor {
                 format!("[{min}, {max}] is not an interval"),
             ));
         }
+        // max then min: 2 FLOPs per element.
+        let _t = timed("clamp_in_place", self, 2.0, 0);
         self.write_storage(|s| match s {
             Storage::Cpu(v) => {
                 for w in v.iter_mut() {
@@ -197,6 +233,8 @@ impl Tensor {
 
     /// `self = mul * self + add` in place (e.g. a counter's `+= 1`).
     pub fn affine_in_place(&self, mul: f32, add: f32) -> Result<()> {
+        // mul * x + add: 2 FLOPs per element.
+        let _t = timed("affine_in_place", self, 2.0, 0);
         self.write_storage(|s| match s {
             Storage::Cpu(v) => {
                 for x in v.iter_mut() {

@@ -13,6 +13,7 @@ use crate::backend::gpu::{groups_for, merge_dims, pack4, Access, KernelSpec, Sha
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, GpuErrorKind, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
 
 static MATMUL_WGSL: Shader = Shader {
@@ -224,6 +225,39 @@ impl MatmulLayout {
             rhs_transposed,
         }
     }
+
+    /// The BLAS-style code of the layout: `nn`, `nt` (rhs transposed), `tn`, `tt`.
+    pub fn code(self) -> &'static str {
+        match (self.lhs_transposed, self.rhs_transposed) {
+            (false, false) => "nn",
+            (false, true) => "nt",
+            (true, false) => "tn",
+            (true, true) => "tt",
+        }
+    }
+}
+
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// FLOPs of `batch` products `[M, K] x [K, N]`: `2 * batch * M * N * K` (a multiply-add is 2).
+pub fn matmul_flops(batch: usize, m: usize, n: usize, k: usize) -> f64 {
+    2.0 * batch as f64 * m as f64 * n as f64 * k as f64
+}
+
+/// Cost of a matmul with output `out: [.., M, N]`: [`matmul_flops`] with `K` read off the
+/// stored lhs (`[.., M, K]`, or `[.., K, M]` when transposed), both operands read as stored,
+/// the output written.
+pub fn matmul_cost(lhs: &Shape, rhs: &Shape, layout: MatmulLayout, out: &Shape) -> OpCost {
+    let d = lhs.dims();
+    let k = if layout.lhs_transposed {
+        d[d.len() - 2]
+    } else {
+        d[d.len() - 1]
+    };
+    let o = out.dims();
+    let (m, n) = (o[o.len() - 2], o[o.len() - 1]);
+    let batch: usize = o[..o.len() - 2].iter().product();
+    OpCost::copy(&[lhs, rhs], out).with_flops(matmul_flops(batch, m, n, k))
 }
 
 /// Backward of `C = op(A) op(B)` (op = transpose where the layout says so), each gradient in
@@ -316,6 +350,7 @@ impl Tensor {
             hint: format!("batch dims {lb:?} and {rb:?} cannot broadcast"),
         })?;
         let (lbs, rbs) = (lb.broadcast_strides(&batch), rb.broadcast_strides(&batch));
+        let _t = profile::op("matmul");
         let storage = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
                 Storage::Cpu(matmul_cpu_gemm(a, b, layout, &batch, &lbs, &rbs, m, k, n))

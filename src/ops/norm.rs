@@ -12,7 +12,8 @@ use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
-use crate::tensor::{Rng, Tensor};
+use crate::profile::{self, OpCost, OpInfo};
+use crate::tensor::{Rng, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -130,14 +131,30 @@ impl Tensor {
         }
         let dims: Vec<usize> = (0..self.rank()).filter(|&d| d != 1).collect();
         let n: usize = dims.iter().map(|&d| self.dims()[d]).product();
-        let normalized = if training {
-            if n < 2 {
-                return Err(Error::bad_shape(
-                    "batch_norm",
-                    self.shape(),
-                    "training mode needs more than one value per channel",
-                ));
+        if training && n < 2 {
+            return Err(Error::bad_shape(
+                "batch_norm",
+                self.shape(),
+                "training mode needs more than one value per channel",
+            ));
+        }
+        let on_cpu = matches!(&*self.storage(), Storage::Cpu(_))
+            && [weight, bias]
+                .iter()
+                .flatten()
+                .all(|t| matches!(&*t.storage(), Storage::Cpu(_)));
+        if training && on_cpu {
+            // One op for normalisation and affine: two passes forward, two backward.
+            let (y, stats) = self.batch_norm_affine(weight, bias, params.eps)?;
+            if let Some(r) = &running {
+                let m = params.momentum;
+                let unbias = n as f32 / (n - 1) as f32;
+                r.mean.axpby_in_place(1.0 - m, &stats.mean, m, 1.0)?;
+                r.var.axpby_in_place(1.0 - m, &stats.var, m, unbias)?;
             }
+            return Ok(y);
+        }
+        let normalized = if training {
             let (xhat, stats) = self.batch_normalize(params.eps)?;
             if let Some(r) = &running {
                 // r = (1 - momentum) * r + momentum * batch_stat, with the unbiased variance.
@@ -286,24 +303,8 @@ fn batch_normalize_cpu(
     (n_n, c_n, s_n): (usize, usize, usize),
     eps: f32,
 ) -> (Vec<f32>, HostStats) {
-    let count = n_n * s_n;
-    let stats: Vec<(f32, f32)> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let planes = || (0..n_n).map(move |n| &x[(n * c_n + c) * s_n..][..s_n]);
-            let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
-            let mean = sum / count as f64;
-            let sq: f64 = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
-            (mean as f32, (sq / count as f64) as f32)
-        })
-        .collect();
-    let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
-    let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
-    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    let stats = channel_stats_cpu(x, (n_n, c_n, s_n), eps);
+    let (mean, invstd) = (&stats.mean, &stats.invstd);
     let mut out = cpu::pool::take(x.len());
     cpu::for_each_row(&mut out, s_n, |plane, out_plane| {
         let c = plane % c_n;
@@ -312,7 +313,191 @@ fn batch_normalize_cpu(
             *o = (v - m) * is;
         }
     });
-    (out, HostStats { mean, var, invstd })
+    (out, stats)
+}
+
+/// Pass 1 of [`batch_normalize_cpu`] and [`batch_norm_affine_cpu`]: per channel, the mean and
+/// then the variance of the centred values, accumulated in f64.
+fn channel_stats_cpu(x: &[f32], (n_n, c_n, s_n): (usize, usize, usize), eps: f32) -> HostStats {
+    let count = n_n * s_n;
+    let stats: Vec<(f32, f32)> = (0..c_n)
+        .into_par_iter()
+        .map(|c| {
+            let planes = || (0..n_n).map(move |n| &x[(n * c_n + c) * s_n..][..s_n]);
+            let sum: f64 = planes().map(cpu::sum_f64).sum();
+            let mean = sum / count as f64;
+            let sq: f64 = planes().map(|p| cpu::sum_sq_dev_f64(p, mean)).sum();
+            (mean as f32, (sq / count as f64) as f32)
+        })
+        .collect();
+    let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
+    let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    HostStats { mean, var, invstd }
+}
+
+// ---- batch norm in training mode as one op: normalisation and affine fused (CPU) -----------
+
+/// `x: [N, C, S]`. Pass 1: [`channel_stats_cpu`]. Pass 2 per `(n, c)` plane:
+/// `y[n, c, s] = (x[n, c, s] - mean[c]) * a[c] + b[c]` with `a[c] = invstd[c] * w[c]`
+/// (`w` = 1 and `b` = 0 when absent).
+fn batch_norm_affine_cpu(
+    x: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+    eps: f32,
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> (Vec<f32>, HostStats) {
+    let stats = channel_stats_cpu(x, (n_n, c_n, s_n), eps);
+    let (mean, invstd) = (&stats.mean, &stats.invstd);
+    let mut y = cpu::pool::take(x.len());
+    cpu::for_each_row(&mut y, s_n, |plane, y_plane| {
+        let c = plane % c_n;
+        let a = invstd[c] * w.map_or(1.0, |w| w[c]);
+        let (m, shift) = (mean[c], b.map_or(0.0, |b| b[c]));
+        for (o, &v) in y_plane.iter_mut().zip(&x[plane * s_n..(plane + 1) * s_n]) {
+            *o = (v - m) * a + shift;
+        }
+    });
+    (y, stats)
+}
+
+/// Per channel of `[N, C, S]` buffers `g` and `x`: `(sum g, sum g * x)` in f64 (the first pass
+/// of both batch-norm backward kernels), channels in parallel.
+fn channel_sum_and_dot(
+    g: &[f32],
+    x: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+) -> Vec<(f64, f64)> {
+    (0..c_n)
+        .into_par_iter()
+        .map(|c| {
+            (0..n_n)
+                .map(|n| {
+                    let off = (n * c_n + c) * s_n;
+                    cpu::sum_and_dot_f64(&g[off..off + s_n], &x[off..off + s_n])
+                })
+                .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
+        })
+        .collect()
+}
+
+/// Backward of [`batch_norm_affine_cpu`] in two passes. With `x_hat = (x - mean) * invstd`,
+/// `m = N * S` and per channel `sg = sum g`, `sgx = sum g * x_hat` (pass 1, f64; `sgx` from
+/// `sum g * x` and `sg` so that x_hat is not stored):
+///
+/// ```text
+/// db = sg      dw = sgx      dx = w * invstd * (g - sg / m - x_hat * sgx / m)     (pass 2)
+/// ```
+///
+/// (the derivation is the one of [`batch_normalize_backward`] with `g * w` as the gradient of
+/// x_hat). Returns `(dx, dw, db)`.
+fn batch_norm_affine_backward_cpu(
+    g: &[f32],
+    x: &[f32],
+    (n_n, c_n, s_n): (usize, usize, usize),
+    mean: &[f32],
+    invstd: &[f32],
+    w: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n_n * s_n) as f64;
+    let sums: Vec<(f64, f64)> = channel_sum_and_dot(g, x, (n_n, c_n, s_n))
+        .into_iter()
+        .enumerate()
+        // sum g * x_hat = invstd * (sum g * x - mean * sum g)
+        .map(|(c, (sg, sgx))| (sg, invstd[c] as f64 * (sgx - mean[c] as f64 * sg)))
+        .collect();
+    let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let dw: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+    let mut dx = cpu::pool::take(g.len());
+    cpu::for_each_row(&mut dx, s_n, |plane, out| {
+        let c = plane % c_n;
+        let (is, mu) = (invstd[c] as f64, mean[c]);
+        let a = w.map_or(1.0, |w| w[c] as f64) * is;
+        // dx = a * g - a * sg/m - a * (sgx/m) * invstd * (x - mean)
+        let (ga, gb, gc) = (
+            a as f32,
+            (-a * sums[c].1 / m * is) as f32,
+            (-a * sums[c].0 / m) as f32,
+        );
+        let range = plane * s_n..(plane + 1) * s_n;
+        for ((o, &gv), &xv) in out.iter_mut().zip(&g[range.clone()]).zip(&x[range]) {
+            *o = ga * gv + gb * (xv - mu) + gc;
+        }
+    });
+    (dx, dw, db)
+}
+
+/// Backward rule of [`Tensor::batch_norm_affine`]: gradients of `x`, then of `weight` and
+/// `bias` when present. When the backward pass is recorded (second order) it is written with
+/// differentiable ops, recomputing the statistics from `x` as
+/// [`batch_normalize_backward`] does; otherwise one fused two-pass CPU kernel.
+pub(crate) fn batch_norm_affine_backward(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    stats: &ChannelStats,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let recorded = crate::autograd::is_grad_enabled()
+        && (x.is_tracked() || g.is_tracked() || weight.is_some_and(|w| w.is_tracked()));
+    let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+    if recorded {
+        let centred = x.sub(&x.mean(&dims, true)?)?;
+        let invstd = centred.sqr()?.mean(&dims, true)?.add_scalar(eps).powf(-0.5);
+        let xhat = centred.mul(&invstd)?;
+        let gx = match weight {
+            Some(w) => g.mul(&channel_view(x, w)?)?,
+            None => g.clone(),
+        };
+        let mean_g = gx.mean(&dims, true)?;
+        let mean_gx = gx.mul(&xhat)?.mean(&dims, true)?;
+        let dx = invstd.mul(&gx.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?)?;
+        let mut out = vec![Some(dx)];
+        if weight.is_some() {
+            out.push(Some(g.mul(&xhat)?.sum(&dims, false)?));
+        }
+        if bias.is_some() {
+            out.push(Some(g.sum(&dims, false)?));
+        }
+        return Ok(out);
+    }
+    let (n, c, s) = ncs(x.shape());
+    let _t = profile::op("batch_norm_backward");
+    profile::describe(|| {
+        OpInfo::new(
+            "batch_norm_backward",
+            &[g.shape(), x.shape()],
+            x.shape(),
+            batch_norm_affine_backward_cost(x.shape()),
+        )
+    });
+    let (mean, invstd) = (stats.mean.storage(), stats.invstd.storage());
+    let w_storage = weight.map(|w| w.storage());
+    let (gs, xs) = (g.storage(), x.storage());
+    let wd: Option<&[f32]> = match w_storage.as_deref() {
+        Some(Storage::Cpu(w)) => Some(w),
+        Some(other) => return Err(Error::device_mismatch("batch_norm backward", &gs, other)),
+        None => None,
+    };
+    let (dx, dw, db) = match (&*gs, &*xs, &*mean, &*invstd) {
+        (Storage::Cpu(gd), Storage::Cpu(xd), Storage::Cpu(md), Storage::Cpu(isd)) => {
+            batch_norm_affine_backward_cpu(gd, xd, (n, c, s), md, isd, wd)
+        }
+        (a, b, _, _) => return Err(Error::device_mismatch("batch_norm backward", a, b)),
+    };
+    let mut out = vec![Some(Tensor::from_storage(
+        Storage::Cpu(dx),
+        x.shape().clone(),
+    )?)];
+    if weight.is_some() {
+        out.push(Some(Tensor::from_vec(dw, c)?));
+    }
+    if bias.is_some() {
+        out.push(Some(Tensor::from_vec(db, c)?));
+    }
+    Ok(out)
 }
 
 /// GPU version of [`batch_normalize_cpu`]: `bn_stats` (one workgroup per channel), then
@@ -401,19 +586,9 @@ fn batch_normalize_backward_cpu(
     invstd: &[f32],
 ) -> Vec<f32> {
     let m = (n_n * s_n) as f64;
-    let sums: Vec<(f32, f32)> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for n in 0..n_n {
-                let off = (n * c_n + c) * s_n;
-                for (&gv, &xv) in g[off..off + s_n].iter().zip(&xhat[off..off + s_n]) {
-                    sg += gv as f64;
-                    sgx += gv as f64 * xv as f64;
-                }
-            }
-            ((sg / m) as f32, (sgx / m) as f32)
-        })
+    let sums: Vec<(f32, f32)> = channel_sum_and_dot(g, xhat, (n_n, c_n, s_n))
+        .into_iter()
+        .map(|(sg, sgx)| ((sg / m) as f32, (sgx / m) as f32))
         .collect();
     let mut dx = cpu::pool::take(g.len());
     cpu::for_each_row(&mut dx, s_n, |plane, out| {
@@ -427,6 +602,35 @@ fn batch_normalize_backward_cpu(
     dx
 }
 
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// Cost of batch_normalize on `x`: 6 FLOPs per element (the mean's add; the variance's
+/// subtract, square and add; the normalisation's subtract and multiply); `x` read, `x_hat`
+/// written (the `[C]` statistics are negligible and not counted).
+pub fn batch_normalize_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(6.0, &[x], x)
+}
+
+/// Cost of the fused backward of batch_normalize: 7 FLOPs per element (the sums of `g` and
+/// `g * x_hat`: 3; `invstd * (g - mean_g - x_hat * mean_gx)`: 4); `g` and `x_hat` read, `dx`
+/// written.
+pub fn batch_normalize_backward_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(7.0, &[x, x], x)
+}
+
+/// Cost of the fused training batch norm ([`Tensor::batch_norm_affine`]): 8 FLOPs per element
+/// (the statistics' 4, then subtract, multiply, add and the scale folded into one multiply:
+/// counted as 4); `x` read, `y` written (the `[C]` vectors are negligible).
+pub fn batch_norm_affine_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(8.0, &[x], x)
+}
+
+/// Cost of its fused backward: 9 FLOPs per element (the sums of `g` and `g * x`: 3; `dx =
+/// a g + b (x - mean) + c`: 6); `g` and `x` read, `dx` written.
+pub fn batch_norm_affine_backward_cost(x: &Shape) -> OpCost {
+    OpCost::pointwise(9.0, &[x, x], x)
+}
+
 /// `[N, C, S]` view of an `[N, C, ...]` shape.
 fn ncs(shape: &crate::tensor::Shape) -> (usize, usize, usize) {
     let d = shape.dims();
@@ -434,6 +638,63 @@ fn ncs(shape: &crate::tensor::Shape) -> (usize, usize, usize) {
 }
 
 impl Tensor {
+    /// Batch norm in training mode as one recorded op (CPU tensors): each channel (dim 1)
+    /// normalised with the batch's mean and biased variance, then scaled by `weight` and
+    /// shifted by `bias` (`[C]` each, optional). Same values as `batch_normalize` followed by
+    /// the broadcast `mul` and `add`, in two passes forward and two backward instead of six or
+    /// more. Returns the result and the statistics (for the running averages).
+    pub fn batch_norm_affine(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<(Tensor, Arc<ChannelStats>)> {
+        if self.rank() < 2 {
+            return Err(Error::bad_shape(
+                "batch_norm",
+                self.shape(),
+                "expected [N, C, ...]",
+            ));
+        }
+        let (n, c, s) = ncs(self.shape());
+        let _t = profile::op("batch_norm");
+        let (y, h) = {
+            let xs = self.storage();
+            let Storage::Cpu(x) = &*xs else {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    "the fused training kernel runs on the CPU; GPU tensors take batch_norm's composite path",
+                ));
+            };
+            let (ws, bs) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
+            let host = |t: &Option<std::sync::RwLockReadGuard<'_, Storage>>| match t.as_deref() {
+                Some(Storage::Cpu(v)) => Ok(Some(v.clone())),
+                Some(other) => Err(Error::device_mismatch("batch_norm", &xs, other)),
+                None => Ok(None),
+            };
+            let (w, b) = (host(&ws)?, host(&bs)?);
+            batch_norm_affine_cpu(x, (n, c, s), eps, w.as_deref(), b.as_deref())
+        };
+        let stats = Arc::new(ChannelStats {
+            mean: Tensor::from_vec(h.mean, c)?,
+            var: Tensor::from_vec(h.var, c)?,
+            invstd: Tensor::from_vec(h.invstd, c)?,
+            count: n * s,
+        });
+        let t = Tensor::from_op(
+            Storage::Cpu(y),
+            self.shape().clone(),
+            Op::BatchNormAffine {
+                input: self.clone(),
+                weight: weight.cloned(),
+                bias: bias.cloned(),
+                eps,
+                stats: stats.clone(),
+            },
+        );
+        Ok((t, stats))
+    }
+
     /// Normalises each channel (dim 1) with the batch's own mean and biased variance:
     /// `(x - mean_c) / sqrt(var_c + eps)`. Returns the result and the statistics.
     pub fn batch_normalize(&self, eps: f32) -> Result<(Tensor, Arc<ChannelStats>)> {
@@ -445,6 +706,7 @@ impl Tensor {
             ));
         }
         let (n, c, s) = ncs(self.shape());
+        let _t = profile::op("batch_normalize");
         let (out, stats) = match &*self.storage() {
             Storage::Cpu(x) => {
                 let (out, h) = batch_normalize_cpu(x, (n, c, s), eps);
@@ -501,6 +763,15 @@ pub(crate) fn batch_normalize_backward(
         let mean_gx = g.mul(&xhat)?.mean(&dims, true)?;
         return invstd.mul(&g.sub(&mean_g)?.sub(&xhat.mul(&mean_gx)?)?);
     }
+    let _t = profile::op("batch_normalize_backward");
+    profile::describe(|| {
+        OpInfo::new(
+            "batch_normalize_backward",
+            &[g.shape(), out.shape()],
+            x.shape(),
+            batch_normalize_backward_cost(x.shape()),
+        )
+    });
     let invstd = stats.invstd.storage();
     let storage = match (&*g.storage(), &*out.storage(), &*invstd) {
         (Storage::Cpu(gd), Storage::Cpu(xh), Storage::Cpu(is)) => {

@@ -14,7 +14,19 @@ use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
+
+/// Cost of avg_pool2x2: 4 FLOPs per output element (3 adds and a multiply by 1/4); the input
+/// read, the output written.
+pub fn avg_pool2x2_cost(input: &Shape, out: &Shape) -> OpCost {
+    OpCost::pointwise(4.0, &[input], out)
+}
+
+/// Cost of upsample_nearest2x: no arithmetic; the input read, the output written.
+pub fn upsample_nearest2x_cost(input: &Shape, out: &Shape) -> OpCost {
+    OpCost::copy(&[input], out)
+}
 
 static POOL_WGSL: Shader = Shader {
     name: "pool",
@@ -111,6 +123,7 @@ impl Tensor {
                 "height and width must be at least 2",
             ));
         }
+        let _t = profile::op("avg_pool2x2");
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(avg_pool2x2_cpu(x, (n, c, h, w))),
             Storage::Gpu(x) => Storage::Gpu(pool_gpu(
@@ -147,6 +160,7 @@ impl Tensor {
                 format!("output {out_h}x{out_w} is not 2x the input (+1 at most)"),
             ));
         }
+        let _t = profile::op("upsample_nearest2x");
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(upsample_cpu(x, (n, c, h, w), out_h, out_w)),
             Storage::Gpu(x) => Storage::Gpu(pool_gpu(

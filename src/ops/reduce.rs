@@ -11,10 +11,12 @@ use crate::backend::gpu::params::{MaxParams, SumParams};
 use crate::backend::gpu::{
     groups_for, merge_dims, pack8, too_many_dims, Access, KernelSpec, Shader, MAX_DIMS, WORKGROUP,
 };
-use crate::backend::{GpuBuffer, Storage};
+use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 static REDUCE_WGSL: Shader = Shader {
@@ -116,41 +118,75 @@ fn max_gpu(x: &GpuBuffer, outer: usize, d: usize, inner: usize) -> Result<(GpuBu
     Ok((vals, idx))
 }
 
-/// Sum of `x` (shape `shape`) over `dims`, output with those dims kept as 1.
+/// Sum of `x` (shape `shape`) over `dims`, output with those dims kept as 1, accumulated in
+/// f64. The dims are merged first (`[N, C, H, W]` summed over `0, 2, 3` is `[N, C, H*W]` with
+/// output strides `[0, 1, 0]`), then rows of the last merged dim are added either whole (a
+/// reduced last dim: [`cpu::sum_f64`]) or elementwise (a kept one). Large inputs are split
+/// into blocks of rows, each with its own f64 partial sums, added at the end.
 fn sum_cpu(x: &[f32], shape: &Shape, dims: &[usize]) -> (Vec<f32>, Shape) {
     let mut out_dims = shape.dims().to_vec();
     for &d in dims {
         out_dims[d] = 1;
     }
     let out_shape = Shape::from(out_dims);
-    let mut acc = vec![0.0f64; out_shape.elem_count()];
-    let rank = shape.rank();
-    if rank == 0 || x.is_empty() {
-        acc.iter_mut().zip(x).for_each(|(a, &v)| *a = v as f64);
-        return (acc.into_iter().map(|v| v as f32).collect(), out_shape);
+    let out_len = out_shape.elem_count();
+    if shape.rank() == 0 || x.is_empty() {
+        let mut out = vec![0.0f32; out_len];
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v);
+        return (out, out_shape);
     }
     // Output strides seen from the input's multi-index: 0 on reduced dims.
     let ostr = out_shape.strides();
-    let ostr: Vec<usize> = (0..rank)
+    let ostr: Vec<usize> = (0..shape.rank())
         .map(|d| if dims.contains(&d) { 0 } else { ostr[d] })
         .collect();
-    let in_dims = shape.dims();
-    let last = in_dims[rank - 1];
-    for (row, xrow) in x.chunks(last).enumerate() {
-        let (mut o, mut rem) = (0, row);
-        for d in (0..rank - 1).rev() {
-            o += (rem % in_dims[d]) * ostr[d];
-            rem /= in_dims[d];
-        }
-        let step = ostr[rank - 1];
-        if step == 0 {
-            acc[o] += xrow.iter().map(|&v| v as f64).sum::<f64>();
-        } else {
-            for (j, &v) in xrow.iter().enumerate() {
-                acc[o + j] += v as f64;
+    let (mdims, mstr) = merge_dims(shape.dims(), &[shape.strides().to_vec(), ostr]);
+    let ostr = &mstr[1];
+    let rank = mdims.len();
+    let last = mdims[rank - 1];
+    let step = ostr[rank - 1];
+    // Adds rows `first..` (the rows of `block`) into `acc`.
+    let add_rows = |first: usize, block: &[f32], acc: &mut [f64]| {
+        for (r, xrow) in block.chunks(last).enumerate() {
+            let (mut o, mut rem) = (0, first + r);
+            for d in (0..rank - 1).rev() {
+                o += (rem % mdims[d]) * ostr[d];
+                rem /= mdims[d];
+            }
+            if step == 0 {
+                acc[o] += cpu::sum_f64(xrow);
+            } else {
+                for (a, &v) in acc[o..o + last].iter_mut().zip(xrow) {
+                    *a += v as f64;
+                }
             }
         }
-    }
+    };
+    let rows = x.len() / last;
+    let threads = rayon::current_num_threads();
+    let acc = if x.len() < cpu::PAR_THRESHOLD || threads == 1 || out_len * 8 > x.len() {
+        let mut acc = vec![0.0f64; out_len];
+        add_rows(0, x, &mut acc);
+        acc
+    } else {
+        let rows_per_task = rows.div_ceil(2 * threads);
+        x.par_chunks(rows_per_task * last)
+            .enumerate()
+            .fold(
+                || vec![0.0f64; out_len],
+                |mut acc, (t, block)| {
+                    add_rows(t * rows_per_task, block, &mut acc);
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0.0f64; out_len],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            )
+    };
     (acc.into_iter().map(|v| v as f32).collect(), out_shape)
 }
 
@@ -183,6 +219,17 @@ pub(crate) fn split_at_dim(shape: &Shape, dim: usize) -> (usize, usize, usize) {
     (outer, dims[dim], inner)
 }
 
+/// Cost of a sum: one add per input element; the input read, the output written.
+pub fn sum_cost(input: &Shape, out: &Shape) -> OpCost {
+    OpCost::pointwise(0.0, &[input], out).with_flops(input.elem_count() as f64)
+}
+
+/// Cost of a max over one dim: one comparison per input element; the input read, the values
+/// written.
+pub fn max_cost(input: &Shape, out: &Shape) -> OpCost {
+    sum_cost(input, out)
+}
+
 fn check_dims(op: &'static str, shape: &Shape, dims: &[usize]) -> Result<Vec<usize>> {
     let mut sorted = dims.to_vec();
     sorted.sort_unstable();
@@ -208,6 +255,7 @@ impl Tensor {
             kept_dims[d] = 1;
         }
         let kept_shape = Shape::from(kept_dims);
+        let _t = profile::op("sum");
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(sum_cpu(x, self.shape(), &dims).0),
             Storage::Gpu(x) => Storage::Gpu(sum_gpu(x, self.shape(), &dims)?),
@@ -283,6 +331,7 @@ impl Tensor {
             ));
         }
         let (outer, d, inner) = split_at_dim(self.shape(), dim);
+        let _t = profile::op("max");
         let (vals, idx) = match &*self.storage() {
             Storage::Cpu(x) => {
                 let (vals, idx) = max_cpu(x, outer, d, inner);

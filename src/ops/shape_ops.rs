@@ -14,8 +14,28 @@ use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
 use crate::ops::reduce::split_at_dim;
 use crate::ops::Op;
+use crate::profile::{self, OpCost};
 use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
+
+// ---- cost (profiler) -------------------------------------------------------------------------
+
+/// Cost of a reshape: nothing computed, nothing moved (the output shares the input's buffer).
+pub fn reshape_cost() -> OpCost {
+    OpCost::default()
+}
+
+/// Cost of a copying shape op (permute, broadcast, concat, narrow, pad, index_select): no
+/// arithmetic; every input read once, the output written once.
+pub fn copy_cost(inputs: &[&Shape], out: &Shape) -> OpCost {
+    OpCost::copy(inputs, out)
+}
+
+/// Cost of index_add into zeros: one add per input element; the input read, the output
+/// written.
+pub fn index_add_cost(input: &Shape, out: &Shape) -> OpCost {
+    OpCost::copy(&[input], out).with_flops(input.elem_count() as f64)
+}
 
 static SHAPE_WGSL: Shader = Shader {
     name: "shape",
@@ -219,6 +239,7 @@ impl Tensor {
         if &shape == self.shape() {
             return Ok(self.clone());
         }
+        let _t = profile::op("reshape");
         Ok(self.shared_with_op(
             shape,
             Op::Reshape {
@@ -294,6 +315,7 @@ impl Tensor {
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(self.clone());
         }
+        let _t = profile::op("permute");
         let out_shape = Shape::from(perm.iter().map(|&p| self.dims()[p]).collect::<Vec<_>>());
         let strides = self.shape().strides();
         let src_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
@@ -346,6 +368,7 @@ impl Tensor {
         if &shape == self.shape() {
             return Ok(self.clone());
         }
+        let _t = profile::op("broadcast");
         let src_strides = self.shape().broadcast_strides(&shape);
         let storage = match &*self.storage() {
             Storage::Cpu(x) => Storage::Cpu(gather_strided(x, &shape, &src_strides)),
@@ -386,6 +409,7 @@ impl Tensor {
         out_dims[dim] = total;
         let out_shape = Shape::from(out_dims);
         let (outer, _, inner) = split_at_dim(first.shape(), dim);
+        let _t = profile::op("concat");
         let storage = match first.device() {
             crate::Device::Cpu => {
                 let mut out = cpu::pool::take(out_shape.elem_count());
@@ -442,6 +466,7 @@ impl Tensor {
         if start == 0 && len == size {
             return Ok(self.clone());
         }
+        let _t = profile::op("narrow");
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = len;
         let out_shape = Shape::from(out_dims);
@@ -478,6 +503,7 @@ impl Tensor {
         if before == 0 && after == 0 {
             return Ok(self.clone());
         }
+        let _t = profile::op("pad");
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = size + before + after;
         let out_shape = Shape::from(out_dims);
@@ -520,6 +546,7 @@ impl Tensor {
             ));
         }
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
+        let _t = profile::op("index_select");
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = indices.len();
         let out_shape = Shape::from(out_dims);
@@ -583,6 +610,7 @@ impl Tensor {
             ));
         }
         let (outer, _, inner) = split_at_dim(self.shape(), dim);
+        let _t = profile::op("index_add");
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = size;
         let out_shape = Shape::from(out_dims);

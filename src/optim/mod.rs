@@ -25,6 +25,7 @@ pub use sgd::{Sgd, SgdConfig};
 use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::Storage;
 use crate::error::{Error, Result};
+use crate::profile::{self, OpCost, OpInfo};
 use crate::tensor::Tensor;
 use crate::Device;
 use rayon::prelude::*;
@@ -226,6 +227,33 @@ pub(crate) fn increment_step(step: &Tensor) -> Result<f32> {
     let count = step.to_scalar()? + 1.0;
     step.write_from_slice(&[count])?;
     Ok(count)
+}
+
+/// Opens the profiler's timer of one parameter's update by optimizer `name` (a no-op unless
+/// profiling), described with its cost: `flops_per_element` (from the optimizer's own file)
+/// per element; the parameter, its gradient and `states` state buffers read, the parameter
+/// and the state buffers written. The row is attributed to the layer that owns `param`.
+pub(crate) fn update_timer(
+    name: &'static str,
+    param: &Tensor,
+    states: usize,
+    flops_per_element: f64,
+) -> profile::OpTimer {
+    let timer = profile::op(name);
+    profile::describe(|| {
+        let n = param.elem_count();
+        let read = vec![n; 2 + states];
+        let cost = OpCost {
+            bytes: OpCost::new(0.0, &read, n).bytes
+                + (states * n) as f64 * profile::BYTES_PER_ELEMENT,
+            flops: flops_per_element * n as f64,
+        };
+        let shapes = vec![param.shape(); 2 + states];
+        let mut info = OpInfo::new(name, &shapes, param.shape(), cost);
+        info.param = Some(param.id());
+        info
+    });
+    timer
 }
 
 /// Elements per parallel task of an update.

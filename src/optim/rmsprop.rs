@@ -20,7 +20,7 @@
 //! (centered).
 
 use super::{clear_grads, decimal, fused_update, increment_step, parse_state, state_entries};
-use super::{gpu_update, new_step_counter, Optimizer, ParamState, RMSPROP};
+use super::{gpu_update, new_step_counter, update_timer, Optimizer, ParamState, RMSPROP};
 use crate::backend::gpu::params::RmsPropParams;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -41,6 +41,23 @@ pub struct RmsPropConfig {
     pub momentum: f32,
     /// Normalise by the variance estimate `sq - ga^2` instead of the raw second moment.
     pub centered: bool,
+}
+
+impl RmsPropConfig {
+    /// FLOPs per element of one update (the profiler's count of the formula above): `sq` 4;
+    /// `avg` 2 (7 when centered: the lerp of `ga` 3, `sq - ga*ga` 2); the update of `p` 3 (5
+    /// with momentum: `buf` 3, `p` 2); 2 more for the L2 term when `weight_decay != 0`.
+    pub fn flops_per_element(&self) -> f64 {
+        let avg = if self.centered { 7.0 } else { 2.0 };
+        let update = if self.momentum > 0.0 { 5.0 } else { 3.0 };
+        let wd = if self.weight_decay != 0.0 { 2.0 } else { 0.0 };
+        4.0 + avg + update + wd
+    }
+
+    /// State buffers per parameter besides the step counter.
+    fn buffers(&self) -> usize {
+        1 + usize::from(self.centered) + usize::from(self.momentum > 0.0)
+    }
 }
 
 impl Default for RmsPropConfig {
@@ -108,6 +125,12 @@ impl Optimizer for RmsProp {
         let names = self.names();
         for (p, st) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = p.grad() else { continue };
+            let _t = update_timer(
+                "rmsprop",
+                p,
+                self.config.buffers(),
+                self.config.flops_per_element(),
+            );
             let st = st.get_or_insert_with(|| {
                 names
                     .iter()

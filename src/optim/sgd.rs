@@ -13,7 +13,7 @@
 //! State name: `momentum_buffer` (only with momentum != 0; PyTorch keeps `None` otherwise).
 
 use super::{clear_grads, decimal, fused_update, parse_state, state_entries};
-use super::{gpu_update, Optimizer, ParamState, SGD_MOMENTUM, SGD_PLAIN};
+use super::{gpu_update, update_timer, Optimizer, ParamState, SGD_MOMENTUM, SGD_PLAIN};
 use crate::backend::gpu::params::SgdParams;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -32,6 +32,22 @@ pub struct SgdConfig {
     pub nesterov: bool,
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+}
+
+impl SgdConfig {
+    /// FLOPs per element of one update (the profiler's count of the formula above): `p` 2;
+    /// with momentum `buf` 3 (0 on the first step, a copy) and 2 more for nesterov; 2 more for
+    /// the L2 term when `weight_decay != 0`.
+    pub fn flops_per_element(&self, first_step: bool) -> f64 {
+        let wd = if self.weight_decay != 0.0 { 2.0 } else { 0.0 };
+        let momentum = if self.momentum != 0.0 && !first_step {
+            3.0
+        } else {
+            0.0
+        };
+        let nesterov = if self.nesterov { 2.0 } else { 0.0 };
+        2.0 + wd + momentum + nesterov
+    }
 }
 
 impl Default for SgdConfig {
@@ -91,6 +107,12 @@ impl Optimizer for Sgd {
         }
         for (p, st) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = p.grad() else { continue };
+            let _t = update_timer(
+                "sgd",
+                p,
+                usize::from(momentum != 0.0),
+                self.config.flops_per_element(st.is_none()),
+            );
             let keep = (1.0 - decimal(dampening)) as f32;
             let gpu_params = |first: bool| SgdParams {
                 n: p.elem_count() as u32,

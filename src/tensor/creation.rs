@@ -4,6 +4,19 @@ use super::{Rng, Shape, Tensor};
 use crate::backend::cpu::pool;
 use crate::backend::{Device, Storage};
 use crate::error::{Error, Result};
+use crate::profile::{self, OpCost, OpInfo};
+
+/// Opens the timer of creation op `name` making `shape` (`written`: the output's elements
+/// are written; `uploaded`: host data of that size is read too).
+fn timed(name: &'static str, shape: &Shape, uploaded: bool) -> profile::OpTimer {
+    let timer = profile::op(name);
+    profile::describe(|| {
+        let n = shape.elem_count();
+        let inputs: &[usize] = if uploaded { &[n] } else { &[] };
+        OpInfo::new(name, &[], shape, OpCost::new(0.0, inputs, n))
+    });
+    timer
+}
 
 impl Tensor {
     /// A tensor holding `data` (row-major) with the given shape, on the CPU.
@@ -33,6 +46,7 @@ impl Tensor {
             Device::Cpu => Tensor::from_vec(data, shape),
             Device::Gpu(g) => {
                 let shape = shape.into();
+                let _t = timed("upload", &shape, true);
                 if data.len() != shape.elem_count() {
                     return Err(Error::ElementCount {
                         op: "from_vec",
@@ -56,6 +70,7 @@ impl Tensor {
     /// A tensor filled with `value` (on a GPU, by a fill kernel).
     pub fn full(value: f32, shape: impl Into<Shape>, device: &Device) -> Tensor {
         let shape = shape.into();
+        let _t = timed("full", &shape, false);
         let storage = match device {
             Device::Cpu => {
                 let mut data = pool::take(shape.elem_count());
@@ -103,6 +118,7 @@ impl Tensor {
         device: &Device,
     ) -> Tensor {
         let shape = shape.into();
+        let _t = timed("rand_uniform", &shape, false);
         let mut data = pool::take(shape.elem_count());
         data.iter_mut().for_each(|v| *v = rng.uniform(lo, hi));
         Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")
@@ -117,6 +133,7 @@ impl Tensor {
         device: &Device,
     ) -> Tensor {
         let shape = shape.into();
+        let _t = timed("randn", &shape, false);
         let mut data = pool::take(shape.elem_count());
         data.iter_mut().for_each(|v| *v = mean + std * rng.normal());
         Tensor::from_vec_on(data, shape, device).expect("element count matches by construction")

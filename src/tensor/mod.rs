@@ -45,6 +45,33 @@ pub(crate) struct TensorInner {
 }
 
 /// An n-dimensional f32 array on a [`Device`], contiguous and row-major, with autodiff.
+///
+/// Ops are methods that return new tensors (inputs are never modified); those that can
+/// refuse their operands (shapes, devices) return a [`Result`].
+///
+/// ```
+/// use ganforge::{Device, Rng, Tensor};
+/// // Creation: from host data, constants, seeded random numbers.
+/// let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]).unwrap();
+/// let ones = Tensor::ones([3], &Device::Cpu);
+/// let noise = Tensor::randn(0.0, 1.0, [2, 3], &mut Rng::new(0), &Device::Cpu);
+/// assert_eq!(noise.dims(), &[2, 3]);
+///
+/// // Elementwise ops broadcast like NumPy: [2, 3] + [3].
+/// let b = a.add(&ones).unwrap();
+/// assert_eq!(b.to_vec(), vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+/// // Reductions keep or drop the reduced dims.
+/// assert_eq!(a.sum(&[1], false).unwrap().to_vec(), vec![6.0, 15.0]);
+/// assert_eq!(a.mean_all().unwrap().to_scalar().unwrap(), 3.5);
+/// // Shapes: reshape, transpose, matmul ([2, 3] @ [3, 2]).
+/// let at = a.t().unwrap();
+/// assert_eq!(at.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// let gram = a.matmul(&at).unwrap();
+/// assert_eq!(gram.to_vec(), vec![14.0, 32.0, 32.0, 77.0]);
+/// assert_eq!(a.reshape([3, 2]).unwrap().dims(), &[3, 2]);
+/// // Pointwise functions.
+/// assert_eq!(a.neg().relu().to_vec(), vec![0.0; 6]);
+/// ```
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorInner>);
 
@@ -95,21 +122,37 @@ impl Tensor {
     pub(crate) fn from_op(storage: Storage, shape: Shape, op: Op) -> Tensor {
         debug_assert_eq!(storage.len(), shape.elem_count(), "{}", op.name());
         let track = autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked());
-        Self::make(
+        let profiling = crate::profile::is_on();
+        if profiling {
+            crate::profile::describe_op(&op, &shape);
+        }
+        let t = Self::make(
             Arc::new(RwLock::new(storage)),
             shape,
             if track { Some(op) } else { None },
-        )
+        );
+        if profiling && track {
+            crate::profile::note_node(t.id());
+        }
+        t
     }
 
     /// Like [`Tensor::from_op`] but sharing the input's storage (reshape of contiguous data).
     pub(crate) fn shared_with_op(&self, shape: Shape, op: Op) -> Tensor {
         let track = autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked());
-        Self::make(
+        let profiling = crate::profile::is_on();
+        if profiling {
+            crate::profile::describe_op(&op, &shape);
+        }
+        let t = Self::make(
             self.0.storage.clone(),
             shape,
             if track { Some(op) } else { None },
-        )
+        );
+        if profiling && track {
+            crate::profile::note_node(t.id());
+        }
+        t
     }
 
     /// This node's id.
@@ -166,12 +209,28 @@ impl Tensor {
     /// work; should the GPU fail, the values are NaN and the error is kept for the device's
     /// next check ([`Tensor::try_to_vec`] returns it instead).
     pub fn to_vec(&self) -> Vec<f32> {
+        let _t = self.readback_timer();
         self.storage().to_vec()
     }
 
     /// Copies the data out to host memory, or returns the GPU error that prevented it.
     pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        let _t = self.readback_timer();
         self.storage().try_to_vec()
+    }
+
+    /// The profiler's timer of a copy to the host (read on the device, written on the host).
+    fn readback_timer(&self) -> crate::profile::OpTimer {
+        let t = crate::profile::op("to_vec");
+        crate::profile::describe(|| {
+            crate::profile::OpInfo::new(
+                "to_vec",
+                &[self.shape()],
+                self.shape(),
+                crate::profile::OpCost::copy(&[self.shape()], self.shape()),
+            )
+        });
+        t
     }
 
     /// The single value of a one-element tensor (on a GPU, the one read back to the host).
@@ -196,6 +255,15 @@ impl Tensor {
     /// assert_eq!(back.to_vec(), vec![1.0, 2.0]);
     /// ```
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        let _t = crate::profile::op("to_device");
+        crate::profile::describe(|| {
+            crate::profile::OpInfo::new(
+                "to_device",
+                &[self.shape()],
+                self.shape(),
+                crate::profile::OpCost::copy(&[self.shape()], self.shape()),
+            )
+        });
         let storage = match (&*self.storage(), device) {
             (s, Device::Cpu) => Storage::Cpu(s.try_to_vec()?),
             (Storage::Cpu(v), Device::Gpu(g)) => Storage::Gpu(g.upload("to_device", v)),

@@ -20,8 +20,9 @@ use std::sync::OnceLock;
 
 /// Depth of a packed block: `MR * KC` and `KC * NR` panels stay in L1/L2.
 const KC: usize = 256;
-/// Rows of A per task block (a multiple of every MR below: 8, 6, 4).
-const MC: usize = 96;
+/// Rows of A per task block (a multiple of every MR below: 8, 6, 4). GEMMs with at most this
+/// many rows (conv weights up to 144 output channels, a batch of 64) take [`gemm_small_m`].
+const MC: usize = 144;
 // Task blocks must start on a panel boundary of every microkernel (MR = 8, 6 or 4).
 const _: () = assert!(MC.is_multiple_of(8) && MC.is_multiple_of(6) && MC.is_multiple_of(4));
 /// Columns of B per packed block.
@@ -155,6 +156,9 @@ pub fn gemm_with(
         }
         return;
     }
+    if m <= MC {
+        return gemm_small_m(uk, m, n, k, a, b, c, ldc, accumulate);
+    }
     let (mr, nr) = (uk.mr, uk.nr);
     let c_ptr = SendPtr(c.as_mut_ptr());
     let threads = rayon::current_num_threads();
@@ -237,6 +241,118 @@ pub fn gemm_with(
     super::pool::recycle(packed_a);
 }
 
+/// [`gemm_with`] when all of A fits one `MC` block (a batch of 64 rows through a linear
+/// layer, the weight of a conv): A is packed once for every depth block, then ONE parallel
+/// region over ranges of B panels; each task packs one `KC x NR` B panel at a time into its
+/// own scratch and runs it against every A panel. One fork-join per GEMM instead of three per
+/// depth block, which is what small GEMMs (W3's MLP) paid for.
+#[allow(clippy::too_many_arguments)]
+fn gemm_small_m(
+    uk: Microkernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (mr, nr) = (uk.mr, uk.nr);
+    let a_panels = m.div_ceil(mr);
+    let k_blocks = k.div_ceil(KC);
+    // packed_a: for depth block `kb` (depth kc), panel `ip` at `(kb * KC * a_panels + ip * kc) * mr`.
+    let mut packed_a_buf = super::pool::take(a_panels * mr * k);
+    for kb in 0..k_blocks {
+        let (pc, kc) = (kb * KC, KC.min(k - kb * KC));
+        let block = &mut packed_a_buf[kb * KC * a_panels * mr..][..a_panels * kc * mr];
+        for (ip, dst) in block.chunks_exact_mut(kc * mr).enumerate() {
+            let i0 = ip * mr;
+            pack_a_panel(a, i0, mr.min(m - i0), pc, kc, mr, dst);
+        }
+    }
+    let packed_a = &packed_a_buf[..];
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let b_panels = n.div_ceil(nr);
+    // A few tasks per thread, for balance when one thread is descheduled.
+    let tasks = (4 * rayon::current_num_threads()).clamp(1, b_panels);
+    let per_task = b_panels.div_ceil(tasks);
+    let work = |t: usize| {
+        let mut b_panel = [0.0f32; KC * 32];
+        let mut scratch = [0.0f32; 8 * 32];
+        debug_assert!(nr <= 32 && mr * nr <= scratch.len());
+        // Depth blocks outermost: A's block for `kb` (at most MC x KC, in L2) serves all of
+        // this task's panels before the next block is read.
+        for kb in 0..k_blocks {
+            let (pc, kc) = (kb * KC, KC.min(k - kb * KC));
+            for jp in t * per_task..((t + 1) * per_task).min(b_panels) {
+                let j0 = jp * nr;
+                let cols = nr.min(n - j0);
+                pack_b_panel(b, pc, kc, j0, cols, nr, &mut b_panel[..kc * nr]);
+                let acc = accumulate || kb > 0;
+                for ip in 0..a_panels {
+                    let i0 = ip * mr;
+                    let a_panel = &packed_a[(kb * KC * a_panels + ip * kc) * mr..][..kc * mr];
+                    // SAFETY: task t writes only the columns of its own B panels; extents
+                    // were checked by gemm_with; the kernel was selected for this CPU.
+                    unsafe {
+                        run_tile(
+                            uk,
+                            kc,
+                            a_panel.as_ptr(),
+                            b_panel.as_ptr(),
+                            c_ptr.get().add(i0 * ldc + j0),
+                            ldc,
+                            (mr.min(m - i0), cols),
+                            acc,
+                            &mut scratch,
+                        );
+                    }
+                }
+            }
+        }
+    };
+    if tasks == 1 {
+        work(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(work);
+    }
+    super::pool::recycle(packed_a_buf);
+}
+
+/// One microkernel call on the C tile at `c_tile` (`rows x cols` valid, at most `MR x NR`):
+/// straight into C when the tile is whole, else into `scratch` and then the valid part.
+///
+/// # Safety
+/// `a`/`b` must hold `kc * mr` / `kc * nr` values, `c_tile` must cover `rows` rows of `cols`
+/// at stride `ldc`, and the kernel must be supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile(
+    uk: Microkernel,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c_tile: *mut f32,
+    ldc: usize,
+    (rows, cols): (usize, usize),
+    acc: bool,
+    scratch: &mut [f32],
+) {
+    let (mr, nr) = (uk.mr, uk.nr);
+    if rows == mr && cols == nr {
+        (uk.run)(kc, a, b, c_tile, ldc, acc);
+    } else {
+        (uk.run)(kc, a, b, scratch.as_mut_ptr(), nr, false);
+        for i in 0..rows {
+            for j in 0..cols {
+                let dst = c_tile.add(i * ldc + j);
+                let v = scratch[i * nr + j];
+                *dst = if acc { *dst + v } else { v };
+            }
+        }
+    }
+}
+
 /// Packs `B[pc..pc+kc, j0..j0+cols]` as `dst[p * nr + j]`, zero-filling columns `cols..nr`.
 /// Reads whole contiguous runs of the source: rows when B is row-major, columns when it is a
 /// transposed view (so the weight-gradient GEMM's `im2col^T` operand packs at memory speed).
@@ -258,10 +374,29 @@ fn pack_b_panel(
             dst[p * nr..p * nr + cols].copy_from_slice(src);
         }
     } else if b.row_stride == 1 {
-        for j in 0..cols {
-            let src = &b.data[(j0 + j) * b.col_stride + pc..][..kc];
-            for (p, &v) in src.iter().enumerate() {
-                dst[p * nr + j] = v;
+        // A transposed view: column j of B is contiguous. Walk p outermost so the writes are
+        // contiguous and the `cols` source lines being read stay in L1 across consecutive p
+        // (the other order writes a 128-byte stride across the whole panel per column).
+        // Blocks of 16 p x all columns: the 16-float runs read (one cache line per column)
+        // and the 16 destination rows written both stay in L1.
+        const PB: usize = 16;
+        let cs = b.col_stride;
+        let last = (j0 + cols - 1) * cs + pc + kc;
+        assert!(
+            last <= b.data.len() && dst.len() >= kc * nr,
+            "pack_b_panel: bounds"
+        );
+        for p0 in (0..kc).step_by(PB) {
+            let pn = PB.min(kc - p0);
+            for j in 0..cols {
+                let src = (j0 + j) * cs + pc + p0;
+                for p in 0..pn {
+                    // SAFETY: src + p < (j0 + cols - 1) * cs + pc + kc <= len (checked above),
+                    // (p0 + p) * nr + j < kc * nr <= dst.len().
+                    unsafe {
+                        *dst.get_unchecked_mut((p0 + p) * nr + j) = *b.data.get_unchecked(src + p);
+                    }
+                }
             }
         }
     } else {
@@ -502,6 +637,12 @@ mod tests {
             (97, 65, 257),
             (100, 40, 3),
             (9, 600, 31),
+            // Small-M path (M <= MC): several depth blocks and many B panels per task.
+            (64, 130, 600),
+            (144, 70, 513),
+            // The blocked path (M > MC): an MC block and a ragged one.
+            (150, 65, 257),
+            (301, 37, 300),
         ];
         for uk in kernels() {
             for &(m, n, k) in &sizes {

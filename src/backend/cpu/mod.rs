@@ -38,7 +38,9 @@ pub fn map_unary(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 }
 
 /// Runs `f(row_index, row)` over the rows of `out` (rows of `row_len` elements), in parallel
-/// when there is enough work in total.
+/// when there is enough work in total. A parallel task takes a block of whole rows of about
+/// `PAR_THRESHOLD / 4` elements, so short rows (a 7x7 feature map) do not become one rayon
+/// task each.
 pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if row_len == 0 {
         return;
@@ -48,10 +50,88 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
             f(r, row);
         }
     } else {
-        out.par_chunks_mut(row_len)
+        let rows_per_task = (PAR_THRESHOLD / 4 / row_len).max(1);
+        out.par_chunks_mut(rows_per_task * row_len)
             .enumerate()
-            .for_each(|(r, row)| f(r, row));
+            .for_each(|(task, block)| {
+                for (r, row) in block.chunks_mut(row_len).enumerate() {
+                    f(task * rows_per_task + r, row);
+                }
+            });
     }
+}
+
+/// `out[i] = f(a[i], b[i])` for equal-length slices, in parallel chunks when large. The inner
+/// loop is a plain zip, so the compiler vectorises it.
+pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    debug_assert!(a.len() == out.len() && b.len() == out.len());
+    let chunk = PAR_THRESHOLD / 4;
+    let body = |(o, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            *o = f(a, b);
+        }
+    };
+    if out.len() < PAR_THRESHOLD {
+        body((out, (a, b)));
+    } else {
+        out.par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+            .for_each(body);
+    }
+}
+
+/// Lanes of the f64 accumulators in [`sum_f64`] and friends: independent partial sums, so the
+/// loop is not one long dependency chain of additions and the compiler vectorises it.
+const LANES: usize = 8;
+
+/// `sum_i x[i]`, accumulated in f64 over [`LANES`] independent lanes.
+pub fn sum_f64(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `sum_i (x[i] - mean)^2` in f64 over [`LANES`] lanes (the second pass of a two-pass variance).
+pub fn sum_sq_dev_f64(x: &[f32], mean: f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum();
+    for c in chunks {
+        for l in 0..LANES {
+            let d = c[l] as f64 - mean;
+            acc[l] += d * d;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `(sum_i a[i], sum_i a[i] * b[i])` in f64 over [`LANES`] lanes (batch norm's backward sums).
+pub fn sum_and_dot_f64(a: &[f32], b: &[f32]) -> (f64, f64) {
+    debug_assert_eq!(a.len(), b.len());
+    let (mut sa, mut sab) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (mut ta, mut tab) = (0.0f64, 0.0f64);
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        ta += x as f64;
+        tab += x as f64 * y as f64;
+    }
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            sa[l] += x[l] as f64;
+            sab[l] += x[l] as f64 * y[l] as f64;
+        }
+    }
+    (sa.iter().sum::<f64>() + ta, sab.iter().sum::<f64>() + tab)
 }
 
 /// `[a, b, inner] -> [b, a, inner]`: swaps the two outer dims of a row-major buffer with

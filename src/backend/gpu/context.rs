@@ -134,6 +134,8 @@ pub(crate) struct Context {
     trace: bool,
     /// Submit once this many dispatches are recorded (`GANFORGE_GPU_BATCH`, default 256).
     max_pending: usize,
+    /// Work was submitted since the last [`Context::wait_idle`].
+    in_flight: std::sync::atomic::AtomicBool,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -217,6 +219,7 @@ impl Context {
             sync: env_flag("GANFORGE_GPU_SYNC"),
             trace: env_flag("GANFORGE_TRACE"),
             max_pending,
+            in_flight: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -523,6 +526,25 @@ impl Context {
         self.flush_locked(op, &mut batch);
     }
 
+    /// Submits what is recorded and waits until the GPU has run everything submitted. Cheap
+    /// when nothing was submitted since the last wait (a lock and a flag test), so the
+    /// profiler can call it around every op. A failed wait is kept for the next check.
+    pub(crate) fn wait_idle(&self, op: &'static str) {
+        self.flush(op);
+        if self
+            .in_flight
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+                self.keep_error(Error::Gpu {
+                    op,
+                    kind: GpuErrorKind::Internal,
+                    msg: format!("waiting for the GPU: {e}"),
+                });
+            }
+        }
+    }
+
     /// Encodes every recorded command into one command buffer and submits it. Consecutive
     /// dispatches share one compute pass (wgpu orders each dispatch after the writes of the
     /// previous one); copies and clears go between passes.
@@ -624,6 +646,8 @@ impl Context {
             }
             self.queue.submit([enc.finish()]);
         });
+        self.in_flight
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Submits everything recorded, then copies `size` bytes of `buf` to a mapped staging

@@ -105,6 +105,7 @@ impl GpuDevice {
 
     /// A new buffer holding `data` (f32 or u32 words).
     pub fn upload<T: bytemuck::Pod>(&self, op: &'static str, data: &[T]) -> GpuBuffer {
+        crate::profile::check_timed(op);
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let b = self.alloc(op, bytes.len() / 4);
         self.ctx.write(op, b.raw(), bytes);
@@ -135,6 +136,7 @@ impl GpuDevice {
         buffers: &[&GpuBuffer],
         groups: [u32; 3],
     ) {
+        crate::profile::check_timed(op);
         if groups.contains(&0) {
             return;
         }
@@ -150,6 +152,13 @@ impl GpuDevice {
             &raw,
             groups,
         );
+    }
+
+    /// Submits every recorded command and waits until the GPU has run all of it: what the
+    /// profiler calls before and after each op so that the op's time is its kernels' time.
+    /// Cheap when the GPU is already idle. A failure is kept for the next check.
+    pub fn wait_idle(&self) {
+        self.ctx.wait_idle("wait_idle");
     }
 
     /// Submits every recorded command (one command buffer). Returns the first error kept since
@@ -264,44 +273,7 @@ pub fn groups_for(n: usize, per_group: u32) -> [u32; 3] {
     [x as u32, y as u32, 1]
 }
 
-/// Merges dims for a strided kernel: drops size-1 dims and joins neighbours `d, d+1` when every
-/// operand's stride satisfies `stride[d] == stride[d+1] * dims[d+1]` (the pair is one
-/// contiguous run for all of them). A same-shape elementwise op ends up with rank 1. Returns
-/// the merged dims and each operand's merged strides; rank is at least 1.
-pub fn merge_dims(dims: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
-    let mut out_dims: Vec<usize> = Vec::new();
-    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
-    for d in 0..dims.len() {
-        if dims[d] == 1 {
-            continue;
-        }
-        let mergeable = match out_dims.last() {
-            Some(_) => strides.iter().enumerate().all(|(o, s)| {
-                let prev = *out_strides[o].last().expect("same length");
-                prev == s[d] * dims[d]
-            }),
-            None => false,
-        };
-        if mergeable {
-            *out_dims.last_mut().expect("checked") *= dims[d];
-            for (o, s) in strides.iter().enumerate() {
-                *out_strides[o].last_mut().expect("checked") = s[d];
-            }
-        } else {
-            out_dims.push(dims[d]);
-            for (o, s) in strides.iter().enumerate() {
-                out_strides[o].push(s[d]);
-            }
-        }
-    }
-    if out_dims.is_empty() {
-        out_dims.push(1);
-        for s in out_strides.iter_mut() {
-            s.push(0);
-        }
-    }
-    (out_dims, out_strides)
-}
+pub use super::merge_dims;
 
 /// Packs up to [`MAX_DIMS`] values into the `array<vec4<u32>, 2>` of a parameter block.
 pub fn pack8(v: &[usize]) -> [[u32; 4]; 2] {
