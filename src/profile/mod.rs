@@ -8,7 +8,7 @@
 //!   just before its kernel runs; the timer stops when the method returns. Ops called *inside*
 //!   another op (a `sum` that ends with a `reshape`, an optimizer update that reads its step
 //!   counter) are part of the outer op's time and are not recorded on their own;
-//! - [`Tensor::from_op`](crate::Tensor) hands the [`Op`] it records to [`describe_op`], which
+//! - [`Tensor::from_op`](crate::Tensor) hands the [`Op`] it records to `describe_op`, which
 //!   takes the op's name, input and output shapes and its [`OpCost`] from the formula in the
 //!   op's own file (`src/ops/<op>.rs`, next to its shape rule; see [`Op::cost`]). Ops that do
 //!   not go through `from_op` (in-place updates, creation, readbacks, the optimizers' updates,
@@ -265,7 +265,7 @@ pub fn is_on() -> bool {
     ON.with(|on| on.get())
 }
 
-/// Recording on this thread, from [`Session::start`] to [`Session::finish`] (or drop).
+/// Recording on this thread, from [`Session::start`] to `Session::finish` (or drop).
 pub struct Session {
     finished: bool,
 }

@@ -84,7 +84,7 @@ pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f3
 /// loop is not one long dependency chain of additions and the compiler vectorises it.
 const LANES: usize = 8;
 
-/// `sum_i x[i]`, accumulated in f64 over [`LANES`] independent lanes.
+/// `sum_i x[i]`, accumulated in f64 over 8 independent lanes.
 pub fn sum_f64(x: &[f32]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -97,7 +97,7 @@ pub fn sum_f64(x: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// `sum_i (x[i] - mean)^2` in f64 over [`LANES`] lanes (the second pass of a two-pass variance).
+/// `sum_i (x[i] - mean)^2` in f64 over 8 lanes (the second pass of a two-pass variance).
 pub fn sum_sq_dev_f64(x: &[f32], mean: f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -115,7 +115,7 @@ pub fn sum_sq_dev_f64(x: &[f32], mean: f64) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// `(sum_i a[i], sum_i a[i] * b[i])` in f64 over [`LANES`] lanes (batch norm's backward sums).
+/// `(sum_i a[i], sum_i a[i] * b[i])` in f64 over 8 lanes (batch norm's backward sums).
 pub fn sum_and_dot_f64(a: &[f32], b: &[f32]) -> (f64, f64) {
     debug_assert_eq!(a.len(), b.len());
     let (mut sa, mut sab) = ([0.0f64; LANES], [0.0f64; LANES]);
