@@ -103,8 +103,7 @@ use crate::error::{Error, Result};
 use crate::nn::init::dcgan_init;
 use crate::nn::{
     prefixed, BatchNorm, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Embedding,
-    Flatten, HasWeight, LeakyRelu, Linear, LinearConfig, Module, Relu, Sequential, SpectralNorm,
-    Tanh,
+    Flatten, HasWeight, LeakyRelu, Linear, Module, Relu, Sequential, SpectralNorm, Tanh,
 };
 use crate::ops::BatchNormParams;
 use crate::profile;
@@ -188,18 +187,6 @@ impl DNorm {
 }
 
 // ---- layer helpers -------------------------------------------------------------------------
-
-fn linear(i: usize, o: usize, rng: &mut Rng, dev: &Device) -> Result<Linear> {
-    Linear::new(
-        LinearConfig {
-            in_features: i,
-            out_features: o,
-            bias: true,
-        },
-        rng,
-        dev,
-    )
-}
 
 #[allow(clippy::too_many_arguments)]
 fn conv(
@@ -356,19 +343,19 @@ impl Generator {
         let (nc, g, h) = (shape.channels, cfg.ngf, cfg.hidden);
         let main = match arch {
             Architecture::Mlp if shape.points_2d => Sequential::new()
-                .push(linear(nin, h, rng, dev)?)
+                .push(Linear::with_bias(nin, h, rng, dev)?)
                 .push(Relu)
-                .push(linear(h, h, rng, dev)?)
+                .push(Linear::with_bias(h, h, rng, dev)?)
                 .push(Relu)
-                .push(linear(h, 2, rng, dev)?),
+                .push(Linear::with_bias(h, 2, rng, dev)?),
             Architecture::Mlp => Sequential::new()
-                .push(linear(nin, h, rng, dev)?)
+                .push(Linear::with_bias(nin, h, rng, dev)?)
                 .push(LeakyRelu(0.2))
-                .push(linear(h, 2 * h, rng, dev)?)
+                .push(Linear::with_bias(h, 2 * h, rng, dev)?)
                 .push(LeakyRelu(0.2))
-                .push(linear(2 * h, 4 * h, rng, dev)?)
+                .push(Linear::with_bias(2 * h, 4 * h, rng, dev)?)
                 .push(LeakyRelu(0.2))
-                .push(linear(4 * h, shape.sample_len(), rng, dev)?)
+                .push(Linear::with_bias(4 * h, shape.sample_len(), rng, dev)?)
                 .push(Tanh),
             Architecture::Conv28 => Sequential::new()
                 .push(convt(nin, 4 * g, 7, 1, 0, false, rng, dev)?)
@@ -612,9 +599,11 @@ impl Discriminator {
                 } else {
                     ((nc + extra) * plane, 2 * h, h)
                 };
-                seq = push_layer(seq, linear(nin, w1, rng, dev)?, sn, rng)?.push(LeakyRelu(0.2));
-                seq = push_layer(seq, linear(w1, w2, rng, dev)?, sn, rng)?.push(LeakyRelu(0.2));
-                seq = push_layer(seq, linear(w2, 1, rng, dev)?, sn, rng)?;
+                seq = push_layer(seq, Linear::with_bias(nin, w1, rng, dev)?, sn, rng)?
+                    .push(LeakyRelu(0.2));
+                seq = push_layer(seq, Linear::with_bias(w1, w2, rng, dev)?, sn, rng)?
+                    .push(LeakyRelu(0.2));
+                seq = push_layer(seq, Linear::with_bias(w2, 1, rng, dev)?, sn, rng)?;
             }
             _ => {
                 let bnorm = norm == DNorm::BatchNorm;
@@ -637,7 +626,7 @@ impl Discriminator {
                 }
                 if arch == Architecture::Conv28 {
                     seq = seq.push(Flatten);
-                    seq = push_layer(seq, linear(cin * 7 * 7, 1, rng, dev)?, sn, rng)?;
+                    seq = push_layer(seq, Linear::with_bias(cin * 7 * 7, 1, rng, dev)?, sn, rng)?;
                 } else {
                     seq = push_layer(seq, conv(cin, 1, 4, 1, 0, !bnorm, rng, dev)?, sn, rng)?;
                 }

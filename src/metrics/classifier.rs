@@ -31,8 +31,7 @@ use crate::data::{Batcher, Dataset};
 use crate::error::{Error, Result};
 use crate::io::{load_checkpoint, save_checkpoint};
 use crate::nn::{
-    prefixed, BatchNorm, Conv2d, Conv2dConfig, Dropout, Flatten, Linear, LinearConfig, Module,
-    Relu, Sequential,
+    prefixed, BatchNorm, Conv2d, Conv2dConfig, Dropout, Flatten, Linear, Module, Relu, Sequential,
 };
 use crate::ops::BatchNormParams;
 use crate::optim::{Adam, AdamConfig, Optimizer};
@@ -147,18 +146,6 @@ fn conv(
     )
 }
 
-fn linear(i: usize, o: usize, rng: &mut Rng, dev: &Device) -> Result<Linear> {
-    Linear::new(
-        LinearConfig {
-            in_features: i,
-            out_features: o,
-            bias: true,
-        },
-        rng,
-        dev,
-    )
-}
-
 impl Classifier {
     /// A freshly initialised classifier (PyTorch's default init) for `num_classes` classes.
     pub fn new(arch: Arch, num_classes: usize, rng: &mut Rng, dev: &Device) -> Result<Self> {
@@ -177,7 +164,7 @@ impl Classifier {
                 .push(Relu)
                 .push(AvgPool2)
                 .push(Flatten)
-                .push(linear(64 * 4 * 4, FEATURE_DIM, rng, dev)?)
+                .push(Linear::with_bias(64 * 4 * 4, FEATURE_DIM, rng, dev)?)
                 .push(Relu),
             Arch::Convnet => {
                 let bn = |c| BatchNorm::new(c, BatchNormParams::default(), dev);
@@ -194,7 +181,7 @@ impl Classifier {
                     s = s.push(AvgPool2);
                 }
                 s.push(Flatten)
-                    .push(linear(128 * 4 * 4, FEATURE_DIM, rng, dev)?)
+                    .push(Linear::with_bias(128 * 4 * 4, FEATURE_DIM, rng, dev)?)
                     .push(Relu)
             }
         };
@@ -203,7 +190,7 @@ impl Classifier {
             num_classes,
             features,
             dropout: Dropout::new(DROPOUT, rng)?,
-            head: linear(FEATURE_DIM, num_classes, rng, dev)?,
+            head: Linear::with_bias(FEATURE_DIM, num_classes, rng, dev)?,
             training: AtomicBool::new(true),
         })
     }

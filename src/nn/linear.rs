@@ -47,6 +47,22 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// `nn.Linear(in_features, out_features)` with a bias and PyTorch's default init (see
+    /// [`Linear::new`]).
+    pub fn with_bias(
+        in_features: usize,
+        out_features: usize,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = LinearConfig {
+            in_features,
+            out_features,
+            bias: true,
+        };
+        Linear::new(config, rng, device)
+    }
+
     /// PyTorch's default init: weight and bias `~ U(-1/sqrt(in), 1/sqrt(in))`. Cannot fail
     /// today; a `Result` like every layer constructor.
     pub fn new(config: LinearConfig, rng: &mut Rng, device: &Device) -> Result<Self> {
