@@ -492,6 +492,65 @@ fn train_classifier_then_eval_a_generator_end_to_end() {
         j["real_vs_real"]["fd_lenet_digits"].as_f64().unwrap(),
     );
     assert!(g > r, "generated {g} vs real floor {r}");
+
+    // A model trained at another size than the data's (digits drawn at 32x32): the real
+    // images are taken at the model's size too, so both sides take the same resize to the
+    // network's 28x28 input, and eval says so.
+    let run32 = s(dir.join("run32"));
+    ganforge(&[
+        "train",
+        "--data",
+        "digits",
+        "--digits-count",
+        "200",
+        "--model",
+        "dcgan",
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--latent-dim",
+        "8",
+        "--out",
+        &run32,
+    ]);
+    let report32 = s(dir.join("eval32.json"));
+    let ckpt32 = s(dir.join("run32").join("checkpoint.safetensors"));
+    let out = ganforge(&[
+        "eval",
+        "--checkpoint",
+        &ckpt32,
+        "--classifier",
+        &clf,
+        "--n",
+        "100",
+        "--kid-subsets",
+        "4",
+        "--kid-subset-size",
+        "40",
+        "--real-vs-real",
+        "--json",
+        &report32,
+    ]);
+    assert!(
+        out.contains("the model was trained at 32x32; the real images are resized to 32x32"),
+        "{out}"
+    );
+    let j = read_json(Path::new(&report32));
+    let (g, r) = (
+        j["fd_lenet_digits"].as_f64().unwrap(),
+        j["real_vs_real"]["fd_lenet_digits"].as_f64().unwrap(),
+    );
+    assert!(
+        g.is_finite() && r.is_finite() && g > r,
+        "generated {g} vs real floor {r}"
+    );
 }
 
 #[test]

@@ -519,6 +519,17 @@ pub const DATA_SPEC_FORMS: &str =
     "mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, digits, ring8, grid25";
 
 impl DataSpec {
+    /// The side of the data's images as stored (28 for MNIST, Fashion-MNIST and the built-in
+    /// digits, 32 for CIFAR-10); `None` for folders (any size) and 2-D points.
+    pub fn native_image_size(&self) -> Option<usize> {
+        match self {
+            DataSpec::Mnist(_) | DataSpec::FashionMnist(_) => Some(28),
+            DataSpec::Digits => Some(digits::SIZE),
+            DataSpec::Cifar10(_) => Some(32),
+            DataSpec::Folder(_) | DataSpec::Ring8 | DataSpec::Grid25 => None,
+        }
+    }
+
     /// Parses `mnist:DIR`, `fashion-mnist:DIR`, `cifar10:DIR`, `folder:DIR`, `digits`,
     /// `ring8` or `grid25` (the kind is case-insensitive; `_` may stand for `-`).
     pub fn parse(s: &str) -> Result<DataSpec> {

@@ -565,7 +565,10 @@ fn eval_images(
     let started = Instant::now();
     let n = args.n.unwrap_or(10_000).max(2);
     let folder = matches!(spec, DataSpec::Folder(_));
-    // Load the real data at its native shape (a folder at the model's size and colour).
+    // Load the real data as the model was trained on it: a folder at the model's size and
+    // colour; other data at the model's size too (MNIST trained with `--image-size 32` is
+    // resized to 32 here), so that real and generated images take the same resize to the
+    // feature network's input. At the data's native size this changes nothing.
     let (image_size, color) = match (run, folder) {
         (Some(r), true) => (
             Some(r.shape.height),
@@ -575,8 +578,18 @@ fn eval_images(
                 ColorMode::Rgb
             }),
         ),
+        (Some(r), false) => (Some(r.shape.height), None),
         _ => (None, None),
     };
+    if let (Some(size), false) = (image_size, folder) {
+        if spec.native_image_size() != Some(size) {
+            println!(
+                "note: the model was trained at {size}x{size}; the real images are resized to \
+                 {size}x{size} as in training, then real and generated images alike to the \
+                 feature network's input"
+            );
+        }
+    }
     let opts = |split| LoadOptions {
         split,
         image_size,
