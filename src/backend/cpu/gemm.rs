@@ -27,6 +27,10 @@ const MC: usize = 144;
 const _: () = assert!(MC.is_multiple_of(8) && MC.is_multiple_of(6) && MC.is_multiple_of(4));
 /// Columns of B per packed block.
 const NC: usize = 4096;
+/// The largest microkernel tile below (AVX-512's 8 x 32): sizes the per-task scratch buffers.
+const MAX_MR: usize = 8;
+/// See [`MAX_MR`].
+const MAX_NR: usize = 32;
 
 /// A read-only strided view of a matrix: element `(i, j)` is at `i * row_stride + j * col_stride`.
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +152,10 @@ pub fn gemm_with(
         return;
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    assert!(
+        uk.mr <= MAX_MR && uk.nr <= MAX_NR,
+        "gemm: tile larger than the scratch"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -204,32 +212,29 @@ pub fn gemm_with(
                 {
                     let first = nb * panels_per_chunk;
                     let last = ((nb + 1) * panels_per_chunk).min(b_panels);
-                    let mut scratch = vec![0.0f32; mr * nr];
+                    let mut scratch = [0.0f32; MAX_MR * MAX_NR];
                     for jp in first..last {
                         let j0 = jc + jp * nr;
                         let cols = nr.min(n - j0);
                         let b_panel = packed_b[jp * kc * nr..].as_ptr();
                         for ip in 0..a_panels {
                             let i0 = ic + ip * mr;
-                            let rows = mr.min(m - i0);
                             let a_panel = block_a[ip * kc * mr..].as_ptr();
                             // SAFETY: every task writes only rows [ic, ic+mc) x cols of its own B
                             // panels, so writes never overlap; extents were checked above; the
                             // kernel was selected for this CPU.
                             unsafe {
-                                let c_tile = c_ptr.get().add(i0 * ldc + j0);
-                                if rows == mr && cols == nr {
-                                    (uk.run)(kc, a_panel, b_panel, c_tile, ldc, acc);
-                                } else {
-                                    (uk.run)(kc, a_panel, b_panel, scratch.as_mut_ptr(), nr, false);
-                                    for i in 0..rows {
-                                        for j in 0..cols {
-                                            let dst = c_tile.add(i * ldc + j);
-                                            let v = scratch[i * nr + j];
-                                            *dst = if acc { *dst + v } else { v };
-                                        }
-                                    }
-                                }
+                                run_tile(
+                                    uk,
+                                    kc,
+                                    a_panel,
+                                    b_panel,
+                                    c_ptr.get().add(i0 * ldc + j0),
+                                    ldc,
+                                    (mr.min(m - i0), cols),
+                                    acc,
+                                    &mut scratch,
+                                );
                             }
                         }
                     }
@@ -278,9 +283,8 @@ fn gemm_small_m(
     let tasks = (4 * rayon::current_num_threads()).clamp(1, b_panels);
     let per_task = b_panels.div_ceil(tasks);
     let work = |t: usize| {
-        let mut b_panel = [0.0f32; KC * 32];
-        let mut scratch = [0.0f32; 8 * 32];
-        debug_assert!(nr <= 32 && mr * nr <= scratch.len());
+        let mut b_panel = [0.0f32; KC * MAX_NR];
+        let mut scratch = [0.0f32; MAX_MR * MAX_NR];
         // Depth blocks outermost: A's block for `kb` (at most MC x KC, in L2) serves all of
         // this task's panels before the next block is read.
         for kb in 0..k_blocks {
