@@ -13,7 +13,7 @@ use ganforge::gan::ModelKind;
 use ganforge::profile::{self, profile_step, ProfileOptions};
 use ganforge::Device;
 use gpu_support::gpu_or_skip;
-use profile_checks::check_profile;
+use profile_checks::{assert_contains_all, check_profile, run_ganforge};
 
 /// Batch 4, narrow networks, no warm-up step (the D-only steps of n_critic > 1 still run).
 fn small(model: ModelKind) -> ProfileOptions {
@@ -45,9 +45,11 @@ fn gpu_profiles_of_every_family_count_formula_flops_and_add_up() {
             "{model}: conv/matmul FLOPs differ by device: gpu {gpu_flops}, cpu {cpu_flops}"
         );
         let table = profile::report::render(&[c, g]);
-        for want in ["cpu ms", "gpu ms", "G.main.0 ", "[G step]"] {
-            assert!(table.contains(want), "{model}: no `{want}` in\n{table}");
-        }
+        assert_contains_all(
+            model.name(),
+            &table,
+            &["cpu ms", "gpu ms", "G.main.0 ", "[G step]"],
+        );
     }
 }
 
@@ -56,32 +58,30 @@ fn gpu_binary_shows_cpu_and_gpu_side_by_side() {
     if gpu_or_skip("gpu_binary_shows_cpu_and_gpu_side_by_side").is_none() {
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ganforge"))
-        .args([
-            "profile",
-            "--model",
-            "dcgan",
-            "--batch-size",
-            "2",
-            "--device",
-            "both",
-        ])
-        .args(["--warmup", "0", "--ngf", "8", "--ndf", "8"])
-        .output()
-        .expect("run ganforge");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ganforge(&[
+        "profile",
+        "--model",
+        "dcgan",
+        "--batch-size",
+        "2",
+        "--device",
+        "both",
+        "--warmup",
+        "0",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+    ]);
+    assert_contains_all(
+        "profile --device both",
+        &stdout,
+        &[
+            "cpu ms",
+            "gpu ms",
+            "gpu: ",
+            "conv_transpose2d k4 s2 p1",
+            "unattributed",
+        ],
     );
-    for want in [
-        "cpu ms",
-        "gpu ms",
-        "gpu: ",
-        "conv_transpose2d k4 s2 p1",
-        "unattributed",
-    ] {
-        assert!(stdout.contains(want), "no `{want}` in\n{stdout}");
-    }
 }

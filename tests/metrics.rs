@@ -3,7 +3,7 @@
 //! constructed sets, and `ganforge train-classifier` / `ganforge eval` end to end.
 
 use ganforge::io::{load_checkpoint, Checkpoint};
-use ganforge::metrics::classifier::{Arch, Classifier, ClassifierInfo};
+use ganforge::metrics::classifier::{Arch, Classifier, ClassifierInfo, LoadedClassifier};
 use ganforge::metrics::frechet::{fd, frechet_parts, GaussianStats};
 use ganforge::metrics::kid::{kid, kid_with_subsets, KidOptions};
 use ganforge::metrics::linalg::{matmul_square, sqrtm_psd, sym_eigen};
@@ -396,6 +396,63 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
+/// `ganforge train` of a tiny `model` on 200 built-in digits for `steps` steps into `run`.
+fn train_small_digits_gan(run: &str, model: &str, steps: &str, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--data",
+        "digits",
+        "--digits-count",
+        "200",
+        "--model",
+        model,
+        "--steps",
+        steps,
+        "--batch-size",
+        "16",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--latent-dim",
+        "8",
+        "--out",
+        run,
+    ];
+    args.extend_from_slice(extra);
+    ganforge(&args);
+}
+
+/// `ganforge eval --real-vs-real` of `ckpt` with classifier `clf`: `n` samples per set, 4
+/// kernel-distance subsets of `subset_size`, JSON to `report`; returns stdout.
+fn eval_with_real_vs_real(
+    ckpt: &str,
+    clf: &str,
+    n: &str,
+    subset_size: &str,
+    report: &str,
+    extra: &[&str],
+) -> String {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--classifier",
+        clf,
+        "--n",
+        n,
+        "--kid-subsets",
+        "4",
+        "--kid-subset-size",
+        subset_size,
+        "--real-vs-real",
+        "--json",
+        report,
+    ];
+    args.extend_from_slice(extra);
+    ganforge(&args)
+}
+
 #[test]
 fn train_classifier_then_eval_a_generator_end_to_end() {
     let dir = tmp("e2e");
@@ -421,48 +478,17 @@ fn train_classifier_then_eval_a_generator_end_to_end() {
     assert!(clf_json["test_accuracy"].as_f64().unwrap() > 0.0);
 
     let run = s(dir.join("run"));
-    ganforge(&[
-        "train",
-        "--data",
-        "digits",
-        "--digits-count",
-        "200",
-        "--model",
-        "cgan",
-        "--steps",
-        "4",
-        "--batch-size",
-        "16",
-        "--ngf",
-        "4",
-        "--ndf",
-        "4",
-        "--latent-dim",
-        "8",
-        "--out",
-        &run,
-    ]);
+    train_small_digits_gan(&run, "cgan", "4", &[]);
     let report = s(dir.join("eval.json"));
     let ckpt = s(dir.join("run").join("checkpoint.safetensors"));
-    let out = ganforge(&[
-        "eval",
-        "--checkpoint",
+    let out = eval_with_real_vs_real(
         &ckpt,
-        "--classifier",
         &clf,
-        "--n",
         "120",
-        "--kid-subsets",
-        "4",
-        "--kid-subset-size",
         "50",
-        "--real-vs-real",
-        "--swd",
-        "--swd-images",
-        "16",
-        "--json",
         &report,
-    ]);
+        &["--swd", "--swd-images", "16"],
+    );
     assert!(out.contains("fd_lenet_digits"), "{out}");
     let j = read_json(Path::new(&report));
     assert_eq!(j["feature_net"].as_str(), Some(hash.as_str()));
@@ -497,47 +523,10 @@ fn train_classifier_then_eval_a_generator_end_to_end() {
     // images are taken at the model's size too, so both sides take the same resize to the
     // network's 28x28 input, and eval says so.
     let run32 = s(dir.join("run32"));
-    ganforge(&[
-        "train",
-        "--data",
-        "digits",
-        "--digits-count",
-        "200",
-        "--model",
-        "dcgan",
-        "--image-size",
-        "32",
-        "--steps",
-        "2",
-        "--batch-size",
-        "16",
-        "--ngf",
-        "4",
-        "--ndf",
-        "4",
-        "--latent-dim",
-        "8",
-        "--out",
-        &run32,
-    ]);
+    train_small_digits_gan(&run32, "dcgan", "2", &["--image-size", "32"]);
     let report32 = s(dir.join("eval32.json"));
     let ckpt32 = s(dir.join("run32").join("checkpoint.safetensors"));
-    let out = ganforge(&[
-        "eval",
-        "--checkpoint",
-        &ckpt32,
-        "--classifier",
-        &clf,
-        "--n",
-        "100",
-        "--kid-subsets",
-        "4",
-        "--kid-subset-size",
-        "40",
-        "--real-vs-real",
-        "--json",
-        &report32,
-    ]);
+    let out = eval_with_real_vs_real(&ckpt32, &clf, "100", "40", &report32, &[]);
     assert!(
         out.contains("the model was trained at 32x32; the real images are resized to 32x32"),
         "{out}"
@@ -591,29 +580,48 @@ fn eval_reports_mode_coverage_for_the_ring() {
     assert!(j["modes_covered_ring8"].is_number() && j["high_quality_ring8"].is_number());
 }
 
-/// On the shared MNIST files with the committed LeNet (skipped, saying so, when either is
-/// absent): the test split against training images is close, noise images are far.
-#[test]
-fn real_mnist_splits_are_close_and_noise_is_far() {
+/// The first `n_train` training and `n_test` test images of the shared MNIST files, and the
+/// committed LeNet; `None` (saying what is missing) when either is absent.
+fn shared_mnist(
+    n_train: usize,
+    n_test: usize,
+) -> Option<(
+    ganforge::data::Dataset,
+    ganforge::data::Dataset,
+    LoadedClassifier,
+)> {
+    use ganforge::data::{DataSpec, LoadOptions, Split};
     let data = Path::new("../shared/data/mnist");
     let clf = Path::new("assets/classifiers/lenet_mnist.safetensors");
     if !data.exists() || !clf.exists() {
         eprintln!("skipped: needs {} and {}", data.display(), clf.display());
-        return;
+        return None;
     }
-    use ganforge::data::{DataSpec, LoadOptions, Split};
     let spec = DataSpec::Mnist(data.to_path_buf());
-    let load = |split| {
-        spec.load_images(&LoadOptions {
-            split,
-            ..LoadOptions::default()
-        })
-        .unwrap()
+    let load = |split, n| {
+        let mut ds = spec
+            .load_images(&LoadOptions {
+                split,
+                ..LoadOptions::default()
+            })
+            .unwrap();
+        ds.truncate(n);
+        ds
     };
-    let (mut train, mut test) = (load(Split::Train), load(Split::Test));
-    train.truncate(1000);
-    test.truncate(1000);
-    let c = Classifier::load(clf).unwrap();
+    Some((
+        load(Split::Train, n_train),
+        load(Split::Test, n_test),
+        Classifier::load(clf).unwrap(),
+    ))
+}
+
+/// On the shared MNIST files with the committed LeNet (skipped, saying so, when either is
+/// absent): the test split against training images is close, noise images are far.
+#[test]
+fn real_mnist_splits_are_close_and_noise_is_far() {
+    let Some((train, test, c)) = shared_mnist(1000, 1000) else {
+        return;
+    };
     let f_train = c.net.embed(&train.images, 250).unwrap().features;
     let f_test = c.net.embed(&test.images, 250).unwrap().features;
     let mut rng = Rng::new(0);
@@ -633,30 +641,15 @@ fn real_mnist_splits_are_close_and_noise_is_far() {
 /// saying so, without the shared files or the committed LeNet.
 #[test]
 fn monitor_flags_a_collapsed_generator() {
-    use ganforge::data::{DataSpec, LoadOptions, Split};
     use ganforge::metrics::monitor::{Monitor, MonitorConfig};
-    let data = Path::new("../shared/data/mnist");
-    let clf = Path::new("assets/classifiers/lenet_mnist.safetensors");
-    if !data.exists() || !clf.exists() {
-        eprintln!("skipped: needs {} and {}", data.display(), clf.display());
+    let Some((train, test, clf)) = shared_mnist(3000, 300) else {
         return;
-    }
-    let spec = DataSpec::Mnist(data.to_path_buf());
-    let load = |split| {
-        spec.load_images(&LoadOptions {
-            split,
-            ..LoadOptions::default()
-        })
-        .unwrap()
     };
-    let (mut train, mut test) = (load(Split::Train), load(Split::Test));
-    train.truncate(3000);
-    test.truncate(300);
     let cfg = MonitorConfig {
         n: 300,
         ..MonitorConfig::default()
     };
-    let m = Monitor::new(Classifier::load(clf).unwrap(), &train, cfg).unwrap();
+    let m = Monitor::new(clf, &train, cfg).unwrap();
     let healthy = m
         .check_samples(test.images.clone(), [1, 28, 28], None)
         .unwrap();

@@ -9,7 +9,7 @@ mod profile_checks;
 use ganforge::gan::{DataShape, ModelKind};
 use ganforge::profile::{self, profile_step, ProfileOptions, StepProfile};
 use ganforge::{Device, Error};
-use profile_checks::check_profile;
+use profile_checks::{assert_contains_all, check_profile, run_ganforge};
 use std::process::Command;
 
 /// Quick settings: batch 8, one warm-up step.
@@ -39,15 +39,17 @@ fn every_family_profiles_with_formula_flops_and_rows_adding_up_to_the_step() {
         }
         // The table names every layer and the totals.
         let table = profile::report::render(std::slice::from_ref(&p));
-        for line in [
-            "[D step]",
-            "[G step]",
-            "G.main.0 ",
-            "D.main.0 ",
-            "unattributed",
-        ] {
-            assert!(table.contains(line), "{model}: no `{line}` in\n{table}");
-        }
+        assert_contains_all(
+            model.name(),
+            &table,
+            &[
+                "[D step]",
+                "[G step]",
+                "G.main.0 ",
+                "D.main.0 ",
+                "unattributed",
+            ],
+        );
     }
 }
 
@@ -96,49 +98,44 @@ fn bad_settings_are_refused_with_what_to_change() {
 #[test]
 fn the_binary_prints_the_table_and_writes_json() {
     let json = std::env::temp_dir().join(format!("ganforge_profile_{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ganforge"))
-        .args([
-            "profile",
-            "--model",
-            "dcgan",
-            "--batch-size",
-            "4",
-            "--device",
-            "cpu",
-        ])
-        .args(["--warmup", "0", "--ngf", "8", "--ndf", "8", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run ganforge");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ganforge(&[
+        "profile",
+        "--model",
+        "dcgan",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--warmup",
+        "0",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_contains_all(
+        "profile",
+        &stdout,
+        &[
+            "G.main.0 ConvTranspose2d",
+            "conv_transpose2d k7 s1 p0",
+            "conv2d k4 s2 p1",
+            "conv2d_weight_grad",
+            "cpu ms",
+            "GFLOP/s",
+            "unattributed (step - rows)",
+            "step, measured (wall clock)",
+        ],
     );
-    for want in [
-        "G.main.0 ConvTranspose2d",
-        "conv_transpose2d k7 s1 p0",
-        "conv2d k4 s2 p1",
-        "conv2d_weight_grad",
-        "cpu ms",
-        "GFLOP/s",
-        "unattributed (step - rows)",
-        "step, measured (wall clock)",
-    ] {
-        assert!(stdout.contains(want), "no `{want}` in\n{stdout}");
-    }
     let text = std::fs::read_to_string(&json).unwrap();
     std::fs::remove_file(&json).ok();
     let profiles: Vec<StepProfile> = serde_json::from_str(&text).unwrap();
     assert_eq!(profiles.len(), 1);
     check_profile(ModelKind::Dcgan, &profiles[0]);
 
-    let help = Command::new(env!("CARGO_BIN_EXE_ganforge"))
-        .args(["profile", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
+    let help = run_ganforge(&["profile", "--help"]);
     assert!(help.contains("2*N*C_out*H_out*W_out*C_in*KH*KW"), "{help}");
 }
 

@@ -1,10 +1,35 @@
 //! The checks `tests/profile.rs` (CPU) and `tests/gpu_profile.rs` (GPU) apply to a profile:
 //! every convolution and matmul row's FLOPs against the formula written out here again from
-//! its shapes, and the rows against the step measured independently by the wall clock.
+//! its shapes, and the rows against the step measured independently by the wall clock; and
+//! running the binary.
 #![allow(dead_code)]
 
 use ganforge::gan::ModelKind;
 use ganforge::profile::{Phase, Row, StepProfile};
+use std::process::Command;
+
+/// Runs the `ganforge` binary with `args`, fails the test unless it succeeds, and returns its
+/// standard output.
+pub fn run_ganforge(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ganforge"))
+        .args(args)
+        .output()
+        .expect("run ganforge");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ganforge {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Fails the test, naming `what`, unless `text` contains every one of `wants`.
+pub fn assert_contains_all(what: &str, text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{what}: no `{want}` in\n{text}");
+    }
+}
 
 /// FLOPs of one call of a convolution or matmul row, from its input and output shapes alone
 /// (written here independently of `src/ops`), or `None` for other ops.
