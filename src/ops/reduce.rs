@@ -164,6 +164,8 @@ fn sum_cpu(x: &[f32], shape: &Shape, dims: &[usize]) -> (Vec<f32>, Shape) {
     };
     let rows = x.len() / last;
     let threads = rayon::current_num_threads();
+    // One thread when the input is small, or when the output is large next to it (each task
+    // would zero and add a partial sum nearly as big as its share of the input).
     let acc = if x.len() < cpu::PAR_THRESHOLD || threads == 1 || out_len * 8 > x.len() {
         let mut acc = vec![0.0f64; out_len];
         add_rows(0, x, &mut acc);
