@@ -55,6 +55,8 @@ fn at(c: u32, idx: u32) -> u32 {
     return ((idx / p.s) * p.c + c) * p.s + idx % p.s;
 }
 
+// bn_stats: x: [N, C, S] -> mean, var, invstd: [C]; one workgroup per channel c = wid.x,
+// element idx < N*S of the channel at x[((idx / S) * C + c) * S + idx % S] (`at`).
 @compute @workgroup_size(256)
 fn bn_stats(@builtin(local_invocation_index) lid: u32,
             @builtin(workgroup_id) wid: vec3<u32>) {
@@ -79,6 +81,7 @@ fn bn_stats(@builtin(local_invocation_index) lid: u32,
     }
 }
 
+// bn_normalize: out[i] = (x[i] - mean_in[c]) * invstd_in[c], x, out: [N, C, S], c = (i / S) % C.
 @compute @workgroup_size(256)
 fn bn_normalize(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -90,6 +93,8 @@ fn bn_normalize(@builtin(global_invocation_id) gid: vec3<u32>,
     out[i] = (x[i] - mean_in[c]) * invstd_in[c];
 }
 
+// bn_backward_sums: g (bound as x), x_hat: [N, C, S] -> sums: [2C]; one workgroup per channel c:
+// sums[c] = mean(g[., c, .]), sums[C + c] = mean(g * x_hat) over the channel (`at`).
 @compute @workgroup_size(256)
 fn bn_backward_sums(@builtin(local_invocation_index) lid: u32,
                     @builtin(workgroup_id) wid: vec3<u32>) {
@@ -110,6 +115,8 @@ fn bn_backward_sums(@builtin(local_invocation_index) lid: u32,
     }
 }
 
+// bn_backward_apply: out[i] = invstd_in[c] * (g[i] - sums_in[c] - x_hat[i] * sums_in[C + c]),
+// g (bound as x), x_hat, out: [N, C, S], c = (i / S) % C.
 @compute @workgroup_size(256)
 fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -33,6 +33,7 @@ fn apply(a: f32, b: f32) -> f32 {
     }
 }
 
+// binary: out[i] = OP(lhs[lhs_at(i)], rhs[rhs_at(i)]), out: [n], offsets from the broadcast strides.
 @compute @workgroup_size(256)
 fn binary(@builtin(global_invocation_id) gid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {

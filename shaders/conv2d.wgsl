@@ -75,6 +75,8 @@ fn pixel(plane: u32, ih: i32, iw: i32) -> f32 {
     return x[plane + u32(ih) * p.w + u32(iw)];
 }
 
+// conv2d_forward: weight (a_src): [C_out, C_in*KH*KW], x: [N, C_in, H, W] -> out: [N, C_out, OH, OW];
+// GEMM row co, column q = (n, oh, ow) goes to out[(n * C_out + co) * OH*OW + oh * OW + ow].
 @compute @workgroup_size(16, 16, 1)
 fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(workgroup_id) wid: vec3<u32>) {
@@ -139,6 +141,8 @@ fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
+// conv2d_weight_grad: gy (a_src): [N, C_out, OH, OW], x: [N, C_in, H, W] -> dw: [C_out, C_in*KH*KW];
+// out[co * (C_in*KH*KW) + k] = sum_q gy[n, co, oh, ow] * X[k, q].
 @compute @workgroup_size(16, 16, 1)
 fn conv2d_weight_grad(@builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(workgroup_id) wid: vec3<u32>) {

@@ -75,6 +75,9 @@ fn phase_of(phase: u32, out_len: u32, kernel: u32) -> Phase {
     return ph;
 }
 
+// conv_transpose2d_forward: weight: [C_in, C_out, KH, KW], x: [N, C_in, H, W] -> out: [N, C_out, OH, OW];
+// stride phase (ph, pw) = (wid.z / s, wid.z % s); GEMM column q = (n, i, j) is output pixel
+// out[n, co, rows.first + i s, cols.first + j s].
 @compute @workgroup_size(16, 16, 1)
 fn conv_transpose2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                             @builtin(workgroup_id) wid: vec3<u32>) {
@@ -170,6 +173,8 @@ fn conv_transpose2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
+// conv_transpose2d_thread: out[t], t = ((n * C_out + co) * OH + oh) * OW + ow, summed over ci and
+// the taps kh = (oh + p) mod s + a s (likewise kw) of its phase.
 @compute @workgroup_size(256)
 fn conv_transpose2d_thread(@builtin(global_invocation_id) gid: vec3<u32>,
                            @builtin(num_workgroups) nwg: vec3<u32>) {

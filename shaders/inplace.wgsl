@@ -19,6 +19,7 @@ override OP: u32 = 0u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<uniform> p: InplaceParams;
 
+// fill: dst[i] = a for i < n.
 @compute @workgroup_size(256)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,6 +29,7 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>,
     }
 }
 
+// axpby: dst[i] = a * dst[i] + b * (c * src[i]) for i < n.
 @compute @workgroup_size(256)
 fn axpby(@builtin(global_invocation_id) gid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -37,6 +39,7 @@ fn axpby(@builtin(global_invocation_id) gid: vec3<u32>,
     }
 }
 
+// unary_inplace: dst[i] = clamp(dst[i], a, b) (OP 0) or a * dst[i] + b (OP 1), i < n.
 @compute @workgroup_size(256)
 fn unary_inplace(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -63,6 +63,24 @@ fn batch_bases(batch: u32) -> vec2<u32> {
     return vec2<u32>(a_mat * p.m * p.k, b_mat * p.k * p.n);
 }
 
+// A[m, k] of the batch entry whose lhs starts at `base`, for either lhs layout (no bounds check).
+fn lhs_at(base: u32, m: u32, k: u32) -> f32 {
+    if (LHS_T) {
+        return lhs[base + k * p.m + m];
+    }
+    return lhs[base + m * p.k + k];
+}
+
+// B[k, n] of the batch entry whose rhs starts at `base`, for either rhs layout (no bounds check).
+fn rhs_at(base: u32, k: u32, n: u32) -> f32 {
+    if (RHS_T) {
+        return rhs[base + n * p.k + k];
+    }
+    return rhs[base + k * p.n + n];
+}
+
+// matmul: out[b, m, n] = sum_k A[b, m, k] * B[b, k, n], the tiled kernel; lhs, rhs as above,
+// out: [batch, M, N] at out[b * M * N + m * N + n]. Dispatch (ceil(N / 64), ceil(M / 64), batch).
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(workgroup_id) wid: vec3<u32>) {
@@ -89,11 +107,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
             let gk = k0 + kk;
             var a = 0.0;
             if (gm < p.m && gk < p.k) {
-                if (LHS_T) {
-                    a = lhs[a_base + gk * p.m + gm];
-                } else {
-                    a = lhs[a_base + gm * p.k + gk];
-                }
+                a = lhs_at(a_base, gm, gk);
             }
             a_tile[kk * TILE_M + mm] = a;
             // B element (kb, nn).
@@ -107,11 +121,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
             let gkb = k0 + kb;
             var b = 0.0;
             if (gkb < p.k && gn < p.n) {
-                if (RHS_T) {
-                    b = rhs[b_base + gn * p.k + gkb];
-                } else {
-                    b = rhs[b_base + gkb * p.n + gn];
-                }
+                b = rhs_at(b_base, gkb, gn);
             }
             b_tile[kb * TILE_N + nn] = b;
         }
@@ -144,6 +154,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
+// matmul_dot: out[b * M * N + j], j = wid.x + wid.y * nwg.x = m * N + n, one workgroup per output.
 @compute @workgroup_size(256)
 fn matmul_dot(@builtin(local_invocation_index) lid: u32,
               @builtin(workgroup_id) wid: vec3<u32>,
@@ -156,19 +167,7 @@ fn matmul_dot(@builtin(local_invocation_index) lid: u32,
     var acc = 0.0;
     if (gm < p.m) {
         for (var k = lid; k < p.k; k += 256u) {
-            var a: f32;
-            var b: f32;
-            if (LHS_T) {
-                a = lhs[bases.x + k * p.m + gm];
-            } else {
-                a = lhs[bases.x + gm * p.k + k];
-            }
-            if (RHS_T) {
-                b = rhs[bases.y + gn * p.k + k];
-            } else {
-                b = rhs[bases.y + k * p.n + gn];
-            }
-            acc = fma(a, b, acc);
+            acc = fma(lhs_at(bases.x, gm, k), rhs_at(bases.y, k, gn), acc);
         }
     }
     partial[lid] = acc;
@@ -184,6 +183,8 @@ fn matmul_dot(@builtin(local_invocation_index) lid: u32,
     }
 }
 
+// matmul_thread: out[b * M * N + j], j = gid.x + gid.y * nwg.x * 256 = m * N + n, one thread
+// per output.
 @compute @workgroup_size(256)
 fn matmul_thread(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -197,19 +198,7 @@ fn matmul_thread(@builtin(global_invocation_id) gid: vec3<u32>,
     let gn = j % p.n;
     var acc = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        var a: f32;
-        var b: f32;
-        if (LHS_T) {
-            a = lhs[bases.x + k * p.m + gm];
-        } else {
-            a = lhs[bases.x + gm * p.k + k];
-        }
-        if (RHS_T) {
-            b = rhs[bases.y + gn * p.k + k];
-        } else {
-            b = rhs[bases.y + k * p.n + gn];
-        }
-        acc = fma(a, b, acc);
+        acc = fma(lhs_at(bases.x, gm, k), rhs_at(bases.y, k, gn), acc);
     }
     out[batch * p.m * p.n + j] = acc;
 }

@@ -68,17 +68,30 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     return b - (b - a) * (1.0 - w);
 }
 
+// This thread's element: the dispatch is (x, y) workgroups of 256 covering n (y > 1 only past
+// the 65535-workgroup limit of one dimension).
+fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// grad[j] with L2 weight decay folded in: grad + wd * param (the add skipped when wd = 0).
+fn decayed_grad(j: u32, wd: f32) -> f32 {
+    var g = grad[j];
+    if (wd != 0.0) {
+        g = g + wd * param[j];
+    }
+    return g;
+}
+
+// adam: param, grad, s1 (m), s2 (v): [n]; element j updated in place as in the header.
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * 256u;
+    let j = element(gid, nwg);
     if (j >= adam_p.n) {
         return;
     }
-    var g = grad[j];
-    if (adam_p.wd != 0.0) {
-        g = g + adam_p.wd * param[j];
-    }
+    let g = decayed_grad(j, adam_p.wd);
     let m = lerp(s1[j], g, adam_p.w1);
     let v = s2[j] * adam_p.beta2 + adam_p.w2 * g * g;
     s1[j] = m;
@@ -87,31 +100,28 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>,
     param[j] += -adam_p.step_size * (m / denom);
 }
 
+// sgd_plain: param, grad: [n]; param[j] += -lr * g.
 @compute @workgroup_size(256)
 fn sgd_plain(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * 256u;
+    let j = element(gid, nwg);
     if (j >= sgd_p.n) {
         return;
     }
-    var g = grad[j];
-    if (sgd_p.wd != 0.0) {
-        g = g + sgd_p.wd * param[j];
-    }
+    let g = decayed_grad(j, sgd_p.wd);
     param[j] += -sgd_p.lr * g;
 }
 
+// sgd_momentum: param, grad, s1 (momentum buffer): [n]; element j updated in place as in the
+// header.
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * 256u;
+    let j = element(gid, nwg);
     if (j >= sgd_p.n) {
         return;
     }
-    var g = grad[j];
-    if (sgd_p.wd != 0.0) {
-        g = g + sgd_p.wd * param[j];
-    }
+    let g = decayed_grad(j, sgd_p.wd);
     var buf = g;
     if (sgd_p.first == 0u) {
         buf = s1[j] * sgd_p.momentum + sgd_p.keep * g;
@@ -124,17 +134,16 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>,
     param[j] += -sgd_p.lr * d;
 }
 
+// rmsprop: param, grad, s1 (square_avg), s2 (grad_avg), s3 (momentum buffer): [n]; element j
+// updated in place as in the header.
 @compute @workgroup_size(256)
 fn rmsprop(@builtin(global_invocation_id) gid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * 256u;
+    let j = element(gid, nwg);
     if (j >= rms_p.n) {
         return;
     }
-    var g = grad[j];
-    if (rms_p.wd != 0.0) {
-        g = g + rms_p.wd * param[j];
-    }
+    let g = decayed_grad(j, rms_p.wd);
     let sq = s1[j] * rms_p.alpha + rms_p.w * g * g;
     s1[j] = sq;
     var avg: f32;

@@ -20,6 +20,7 @@ struct PoolParams {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: PoolParams;
 
+// avg_pool2x2: x: [planes, H, W] -> out[t], t = (pl * OH + i) * OW + j: the mean of x's 2x2 block (2i, 2j).
 @compute @workgroup_size(256)
 fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -35,6 +36,7 @@ fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>,
     out[t] = 0.25 * (x[top] + x[top + 1u] + x[bottom] + x[bottom + 1u]);
 }
 
+// upsample_nearest2x: x: [planes, H, W] -> out[t], t = (pl * OH + i) * OW + j: x[pl, i / 2, j / 2] or 0.
 @compute @workgroup_size(256)
 fn upsample_nearest2x(@builtin(global_invocation_id) gid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -66,6 +66,8 @@ fn red_offset(r: u32) -> u32 {
     return off;
 }
 
+// sum_rows: out[j] = sum_r x[kept_offset(j) + red_offset(r)], j = wid.x + wid.y * nwg.x, one
+// workgroup per output.
 @compute @workgroup_size(256)
 fn sum_rows(@builtin(local_invocation_index) lid: u32,
             @builtin(workgroup_id) wid: vec3<u32>,
@@ -92,6 +94,8 @@ fn sum_rows(@builtin(local_invocation_index) lid: u32,
     }
 }
 
+// sum_small: out[j] = sum_r x[kept_offset(j) + red_offset(r)], j = gid.x + gid.y * nwg.x * 256, one
+// thread per output.
 @compute @workgroup_size(256)
 fn sum_small(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -128,6 +132,8 @@ fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
     return vb > va || (vb == va && ib < ia);
 }
 
+// max_dim: x: [outer, d, inner] -> out, out_idx: [outer * inner]; one workgroup per output
+// j = o * inner + i: out[j] = max_k x[(o * d + k) * inner + i], out_idx[j] = the first such k.
 @compute @workgroup_size(256)
 fn max_dim(@builtin(local_invocation_index) lid: u32,
            @builtin(workgroup_id) wid: vec3<u32>,

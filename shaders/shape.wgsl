@@ -49,6 +49,7 @@ struct IndexParams {
 @group(0) @binding(4) var<uniform> cp: CopyBlockParams;
 @group(0) @binding(5) var<uniform> ip: IndexParams;
 
+// gather: out[i] = x[sum_d idx_d(i) * src_strides[d]], out: [n].
 @compute @workgroup_size(256)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -67,6 +68,8 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>,
     out[i] = x[src];
 }
 
+// copy_block: out[(o * d_out + dst_start + k) * inner + i] = x[(o * d_in + src_start + k) * inner + i],
+// t = (o * len + k) * inner + i < n.
 @compute @workgroup_size(256)
 fn copy_block(@builtin(global_invocation_id) gid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -81,6 +84,7 @@ fn copy_block(@builtin(global_invocation_id) gid: vec3<u32>,
         x[(o * cp.d_in + cp.src_start + k) * cp.inner + i];
 }
 
+// index_select: out[t] = x[(o * d_in + indices[j]) * inner + i], t = (o * n_idx + j) * inner + i.
 @compute @workgroup_size(256)
 fn index_select(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -94,6 +98,8 @@ fn index_select(@builtin(global_invocation_id) gid: vec3<u32>,
     out[t] = x[(o * ip.d_in + indices[j]) * ip.inner + i];
 }
 
+// index_add: out[t] = sum_{j : indices[j] == slot} x[(o * n_idx + j) * inner + i],
+// t = (o * d_out + slot) * inner + i.
 @compute @workgroup_size(256)
 fn index_add(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -95,6 +95,7 @@ fn apply(v: f32) -> f32 {
     }
 }
 
+// unary: out[i] = OP(x[i]), x, out: [n].
 @compute @workgroup_size(256)
 fn unary(@builtin(global_invocation_id) gid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -25,12 +25,48 @@ mod gpu_support;
 
 use ganforge::bench::{w1_discriminator, w1_generator, NZ};
 use ganforge::gan::{DataShape, Gan, GanConfig, Generator, ModelKind};
-use ganforge::nn::Module;
+use ganforge::nn::{Module, Sequential};
 use ganforge::optim::{Adam, AdamConfig, Optimizer};
 use ganforge::{Device, Rng, Tensor};
 use gpu_support::gpu_or_skip;
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// One W1 GAN step, the same as `Bench::gan_step`: D on real (target `ones`) and detached fake
+/// (target `zeros`), then G through the updated D. Returns `(loss_d, loss_g)`, not read back.
+#[allow(clippy::too_many_arguments)]
+fn w1_step(
+    g: &Sequential,
+    d: &Sequential,
+    opt_g: &mut Adam,
+    opt_d: &mut Adam,
+    real: &Tensor,
+    z: &Tensor,
+    ones: &Tensor,
+    zeros: &Tensor,
+) -> (Tensor, Tensor) {
+    opt_d.zero_grad();
+    let fake = g.forward(z).unwrap();
+    let loss_d = d
+        .forward(real)
+        .unwrap()
+        .bce_with_logits(ones)
+        .unwrap()
+        .add(
+            &d.forward(&fake.detach())
+                .unwrap()
+                .bce_with_logits(zeros)
+                .unwrap(),
+        )
+        .unwrap();
+    loss_d.backward().unwrap();
+    opt_d.step().unwrap();
+    opt_g.zero_grad();
+    let loss_g = d.forward(&fake).unwrap().bce_with_logits(ones).unwrap();
+    loss_g.backward().unwrap();
+    opt_g.step().unwrap();
+    (loss_d, loss_g)
+}
 
 /// `steps` W1 GAN steps at `batch`; returns `(loss_d, loss_g)` per step. With `perturb`,
 /// every initial weight is scaled by `1 +- perturb` (alternating signs) first.
@@ -64,30 +100,9 @@ fn w1_run(dev: &Device, steps: usize, batch: usize, perturb: f32) -> Vec<(f32, f
     let zeros = Tensor::zeros([batch, 1], dev);
     let mut losses = Vec::new();
     for _ in 0..steps {
-        // The same step as Bench::gan_step: D on real and detached fake, then G through the
-        // updated D.
         let real = Tensor::rand_uniform(-1.0, 1.0, [batch, 1, 28, 28], &mut rng, dev);
         let z = Tensor::randn(0.0, 1.0, [batch, NZ], &mut rng, dev);
-        opt_d.zero_grad();
-        let fake = g.forward(&z).unwrap();
-        let loss_d = d
-            .forward(&real)
-            .unwrap()
-            .bce_with_logits(&ones)
-            .unwrap()
-            .add(
-                &d.forward(&fake.detach())
-                    .unwrap()
-                    .bce_with_logits(&zeros)
-                    .unwrap(),
-            )
-            .unwrap();
-        loss_d.backward().unwrap();
-        opt_d.step().unwrap();
-        opt_g.zero_grad();
-        let loss_g = d.forward(&fake).unwrap().bce_with_logits(&ones).unwrap();
-        loss_g.backward().unwrap();
-        opt_g.step().unwrap();
+        let (loss_d, loss_g) = w1_step(&g, &d, &mut opt_g, &mut opt_d, &real, &z, &ones, &zeros);
         losses.push((loss_d.to_scalar().unwrap(), loss_g.to_scalar().unwrap()));
     }
     losses
@@ -207,7 +222,10 @@ fn gpu_standing_statistics_match_the_cpu() {
         g.standing_stats(3, 16, &mut Rng::new(5)).unwrap();
         assert!(!g.is_training(), "the mode is restored");
     }
-    for ((name, c), (_, g)) in cpu_g.named_buffers().iter().zip(gpu_g.named_buffers()) {
+    let (cpu_bufs, gpu_bufs) = (cpu_g.named_buffers(), gpu_g.named_buffers());
+    assert_eq!(cpu_bufs.len(), gpu_bufs.len(), "buffer count");
+    assert!(!cpu_bufs.is_empty(), "the generator has batch-norm buffers");
+    for ((name, c), (_, g)) in cpu_bufs.iter().zip(gpu_bufs) {
         let want: Vec<f64> = c.to_vec().iter().map(|&v| v as f64).collect();
         common::assert_close(name, &g.try_to_vec().unwrap(), &want, 1e-5, 1e-4);
     }
@@ -252,26 +270,7 @@ fn gpu_training_step_moves_only_data_in_and_losses_out() {
         let z = Tensor::randn(0.0, 1.0, [batch, NZ], &mut rng, &gpu);
         let ones = Tensor::ones([batch, 1], &gpu);
         let zeros = Tensor::zeros([batch, 1], &gpu);
-        opt_d.zero_grad();
-        let fake = g.forward(&z).unwrap();
-        let loss_d = d
-            .forward(&real)
-            .unwrap()
-            .bce_with_logits(&ones)
-            .unwrap()
-            .add(
-                &d.forward(&fake.detach())
-                    .unwrap()
-                    .bce_with_logits(&zeros)
-                    .unwrap(),
-            )
-            .unwrap();
-        loss_d.backward().unwrap();
-        opt_d.step().unwrap();
-        opt_g.zero_grad();
-        let loss_g = d.forward(&fake).unwrap().bce_with_logits(&ones).unwrap();
-        loss_g.backward().unwrap();
-        opt_g.step().unwrap();
+        let (loss_d, loss_g) = w1_step(&g, &d, &mut opt_g, &mut opt_d, &real, &z, &ones, &zeros);
         assert!(loss_d.to_scalar().unwrap().is_finite() && loss_g.to_scalar().unwrap().is_finite());
     }
     let (a, b) = (before.get().unwrap(), transfer_stats());
