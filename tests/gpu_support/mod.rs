@@ -77,7 +77,8 @@ pub fn check_parity(
             (Some(gc), Some(gg)) => {
                 assert_matches(&format!("{what}: d/d input {i}"), gg, gc, atol, rtol)
             }
-            (None, None) => {}
+            // Every input given here is differentiated: none may come back without a gradient.
+            (None, None) => panic!("{what}: input {i} has no gradient on either device"),
             _ => panic!("{what}: input {i} has a gradient on one device only"),
         }
     }
