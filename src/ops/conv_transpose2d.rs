@@ -278,31 +278,30 @@ fn conv_transpose2d_cpu_gemm(
         false,
     );
     let mut out = pool::take_zeroed(n_n * co_n * oh_n * ow_n);
-    out.par_chunks_mut((oh_n * ow_n).max(1))
-        .enumerate()
-        .for_each(|(plane, out_plane)| {
-            let (n, co) = (plane / co_n, plane % co_n);
-            for kh in 0..kh_n {
-                let ih_range = valid_range(h, oh_n, s, kh as isize - pad);
-                for kw in 0..kw_n {
-                    let iw_range = valid_range(wd, ow_n, s, kw as isize - pad);
-                    if iw_range.is_empty() {
-                        continue;
-                    }
-                    // The first valid iw lands on output column ow0; later ones step by s.
-                    let ow0 = ((iw_range.start * s + kw) as isize - pad) as usize;
-                    let col = &cols[((co * kh_n + kh) * kw_n + kw) * nhw + n * h * wd..][..h * wd];
-                    for ih in ih_range.clone() {
-                        let oh = ((ih * s + kh) as isize - pad) as usize;
-                        let out_row = out_plane[oh * ow_n + ow0..oh * ow_n + ow_n].iter_mut();
-                        let col_row = &col[ih * wd..][iw_range.clone()];
-                        for (o, &v) in out_row.step_by(s).zip(col_row) {
-                            *o += v;
-                        }
+    // One task per block of output planes (a 14x14 plane alone is too little work for a task).
+    crate::backend::cpu::for_each_row(&mut out, (oh_n * ow_n).max(1), |plane, out_plane| {
+        let (n, co) = (plane / co_n, plane % co_n);
+        for kh in 0..kh_n {
+            let ih_range = valid_range(h, oh_n, s, kh as isize - pad);
+            for kw in 0..kw_n {
+                let iw_range = valid_range(wd, ow_n, s, kw as isize - pad);
+                if iw_range.is_empty() {
+                    continue;
+                }
+                // The first valid iw lands on output column ow0; later ones step by s.
+                let ow0 = ((iw_range.start * s + kw) as isize - pad) as usize;
+                let col = &cols[((co * kh_n + kh) * kw_n + kw) * nhw + n * h * wd..][..h * wd];
+                for ih in ih_range.clone() {
+                    let oh = ((ih * s + kh) as isize - pad) as usize;
+                    let out_row = out_plane[oh * ow_n + ow0..oh * ow_n + ow_n].iter_mut();
+                    let col_row = &col[ih * wd..][iw_range.clone()];
+                    for (o, &v) in out_row.step_by(s).zip(col_row) {
+                        *o += v;
                     }
                 }
             }
-        });
+        }
+    });
     pool::recycle(cols);
     pool::recycle(x_cn);
     out

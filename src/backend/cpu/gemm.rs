@@ -187,13 +187,14 @@ pub fn gemm_with(
                     pack_b_panel(b, pc, kc, j0, nr.min(jc + nc - j0), nr, dst);
                 });
             let acc = accumulate || pc > 0;
-            // Tasks: MC-row blocks of A x ranges of B panels, enough for every thread.
-            let m_blocks = m.div_ceil(MC);
+            // Tasks: row blocks of A x ranges of B panels, enough for every thread.
+            let mc_rows = block_rows(m, mr, threads);
+            let m_blocks = m.div_ceil(mc_rows);
             let n_chunks = (2 * threads).div_ceil(m_blocks).clamp(1, b_panels);
             let panels_per_chunk = b_panels.div_ceil(n_chunks);
             let packed_b = &packed_b[..b_panels * kc * nr];
-            // Pack all of A[.., pc..pc+kc] into MR-row panels once, shared by every task (MC is
-            // a multiple of MR, so block `mb` starts at panel `mb * MC / MR`).
+            // Pack all of A[.., pc..pc+kc] into MR-row panels once, shared by every task (the
+            // block height is a multiple of MR, so block `mb` starts at panel `mb * mc_rows / MR`).
             let a_panels_total = m.div_ceil(mr);
             packed_a[..a_panels_total * kc * mr]
                 .par_chunks_mut(kc * mr)
@@ -205,8 +206,8 @@ pub fn gemm_with(
             let packed_a = &packed_a[..a_panels_total * kc * mr];
             (0..m_blocks * n_chunks).into_par_iter().for_each(|task| {
                 let (mb, nb) = (task / n_chunks, task % n_chunks);
-                let ic = mb * MC;
-                let mc = MC.min(m - ic);
+                let ic = mb * mc_rows;
+                let mc = mc_rows.min(m - ic);
                 let a_panels = mc.div_ceil(mr);
                 let block_a = &packed_a[(ic / mr) * kc * mr..];
                 {
@@ -244,6 +245,15 @@ pub fn gemm_with(
     }
     super::pool::recycle(packed_b);
     super::pool::recycle(packed_a);
+}
+
+/// Height of the row blocks the blocked path splits A into: at most `MC`, a multiple of `mr`,
+/// and as even as possible over a multiple of `threads` blocks, so that no thread is left with
+/// one extra block at the end (M = 1024 in blocks of 144 gave 7 full blocks and a 16-row one:
+/// one thread ran 4 blocks while the other ran 3.1).
+fn block_rows(m: usize, mr: usize, threads: usize) -> usize {
+    let blocks = m.div_ceil(MC).next_multiple_of(threads.max(1));
+    m.div_ceil(blocks).next_multiple_of(mr).min(MC)
 }
 
 /// [`gemm_with`] when all of A fits one `MC` block (a batch of 64 rows through a linear
@@ -390,7 +400,14 @@ fn pack_b_panel(
             last <= b.data.len() && dst.len() >= kc * nr,
             "pack_b_panel: bounds"
         );
-        for p0 in (0..kc).step_by(PB) {
+        // Whole 8 x 8 blocks go through the SIMD transpose; what is left (a ragged panel, the
+        // last kc % 8 rows) through the scalar loop below.
+        let simd_p = if cols == nr && nr.is_multiple_of(8) {
+            pack_b_transposed_simd(b.data, cs, pc, kc - kc % 8, j0, nr, dst)
+        } else {
+            0
+        };
+        for p0 in (simd_p..kc).step_by(PB) {
             let pn = PB.min(kc - p0);
             for j in 0..cols {
                 let src = (j0 + j) * cs + pc + p0;
@@ -410,6 +427,33 @@ fn pack_b_panel(
             }
         }
     }
+}
+
+/// Packs the first `kc` (a multiple of 8) depths of a whole transposed panel with the 8 x 8
+/// SIMD transpose when the CPU has AVX (detected once); returns how many depths it packed
+/// (0 when it could not run, and the caller's scalar loop does all of them).
+#[allow(clippy::too_many_arguments)]
+fn pack_b_transposed_simd(
+    data: &[f32],
+    cs: usize,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    nr: usize,
+    dst: &mut [f32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX: OnceLock<bool> = OnceLock::new();
+        if *AVX.get_or_init(|| is_x86_feature_detected!("avx")) {
+            assert!(kc == 0 || ((j0 + nr - 1) * cs + pc + kc <= data.len() && dst.len() >= kc * nr));
+            // SAFETY: AVX is available (checked); the extents were checked just above.
+            unsafe { x86_pack::pack_b_transposed_8x8(data, cs, pc, kc, j0, nr, dst) };
+            return kc;
+        }
+    }
+    let _ = (data, cs, pc, kc, j0, nr, dst);
+    0
 }
 
 /// Packs `A[i0..i0+rows, pc..pc+kc]` as `dst[p * mr + i]`, zero-filling rows `rows..mr`;
@@ -486,6 +530,70 @@ unsafe fn kernel_4x16_portable(
         let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), NR);
         for j in 0..NR {
             dst[j] = if accumulate { dst[j] + row[j] } else { row[j] };
+        }
+    }
+}
+
+/// The transposing copy of [`pack_b_panel`] in 8 x 8 register blocks.
+#[cfg(target_arch = "x86_64")]
+mod x86_pack {
+    use std::arch::x86_64::*;
+
+    /// `dst[p * nr + j] = data[(j0 + j) * cs + pc + p]` for `p < kc`, `j < nr` (both multiples
+    /// of 8): each block loads 8 source columns' runs of 8 depths, transposes the 8 x 8 block
+    /// in registers (unpack, shuffle, then swap 128-bit halves) and stores 8 rows of the panel.
+    ///
+    /// # Safety
+    /// AVX must be available; `data` must hold `(j0 + nr - 1) * cs + pc + kc` values and `dst`
+    /// `kc * nr`.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn pack_b_transposed_8x8(
+        data: &[f32],
+        cs: usize,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        debug_assert!(kc.is_multiple_of(8) && nr.is_multiple_of(8));
+        debug_assert!(kc == 0 || (j0 + nr - 1) * cs + pc + kc <= data.len());
+        debug_assert!(dst.len() >= kc * nr);
+        let (src, out) = (data.as_ptr(), dst.as_mut_ptr());
+        for p0 in (0..kc).step_by(8) {
+            for jb in (0..nr).step_by(8) {
+                let col = |j: usize| _mm256_loadu_ps(src.add((j0 + jb + j) * cs + pc + p0));
+                let (r0, r1, r2, r3) = (col(0), col(1), col(2), col(3));
+                let (r4, r5, r6, r7) = (col(4), col(5), col(6), col(7));
+                // Interleave pairs of columns, then pairs of pairs: each 128-bit half of
+                // u_k then holds 4 depths' worth of 4 columns.
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                // Low halves give depths 0-3, high halves depths 4-7.
+                let rows = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (p, row) in rows.into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((p0 + p) * nr + jb), row);
+                }
+            }
         }
     }
 }

@@ -12,6 +12,14 @@ use rayon::prelude::*;
 /// Below this many elements an elementwise loop runs on one thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
+/// Elements per parallel task for a loop over `len` elements: a few tasks per thread (for
+/// balance when one thread is descheduled), never fewer than `PAR_THRESHOLD / 4` elements, so a
+/// 3-million-element activation is 8 tasks on 2 threads, not 400 tasks of 32 KiB each.
+pub fn chunk_len(len: usize) -> usize {
+    len.div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_THRESHOLD / 4)
+}
+
 /// `out[i] = f(i)` for every i, in parallel chunks when large.
 pub fn fill_indexed(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
     if out.len() < PAR_THRESHOLD {
@@ -19,27 +27,39 @@ pub fn fill_indexed(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
             *o = f(i);
         }
     } else {
-        out.par_chunks_mut(PAR_THRESHOLD / 4)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let base = c * (PAR_THRESHOLD / 4);
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = f(base + i);
-                }
-            });
+        let chunk = chunk_len(out.len());
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
+            let base = c * chunk;
+            for (i, o) in part.iter_mut().enumerate() {
+                *o = f(base + i);
+            }
+        });
     }
 }
 
-/// `out[i] = f(a[i])`, in parallel chunks when large.
+/// `out[i] = f(a[i])`, in parallel chunks when large. The inner loop is a plain zip (no index
+/// arithmetic or bounds checks), so the compiler vectorises it.
 pub fn map_unary(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = pool::take(a.len());
-    fill_indexed(&mut out, |i| f(a[i]));
+    let body = |(o, a): (&mut [f32], &[f32])| {
+        for (o, &a) in o.iter_mut().zip(a) {
+            *o = f(a);
+        }
+    };
+    if a.len() < PAR_THRESHOLD {
+        body((&mut out, a));
+    } else {
+        let chunk = chunk_len(a.len());
+        out.par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk))
+            .for_each(body);
+    }
     out
 }
 
 /// Runs `f(row_index, row)` over the rows of `out` (rows of `row_len` elements), in parallel
 /// when there is enough work in total. A parallel task takes a block of whole rows of about
-/// `PAR_THRESHOLD / 4` elements, so short rows (a 7x7 feature map) do not become one rayon
+/// [`chunk_len`] elements, so short rows (a 7x7 feature map) do not become one rayon
 /// task each.
 pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if row_len == 0 {
@@ -50,7 +70,7 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
             f(r, row);
         }
     } else {
-        let rows_per_task = (PAR_THRESHOLD / 4 / row_len).max(1);
+        let rows_per_task = (chunk_len(out.len()) / row_len).max(1);
         out.par_chunks_mut(rows_per_task * row_len)
             .enumerate()
             .for_each(|(task, block)| {
@@ -65,7 +85,7 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
 /// loop is a plain zip, so the compiler vectorises it.
 pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     debug_assert!(a.len() == out.len() && b.len() == out.len());
-    let chunk = PAR_THRESHOLD / 4;
+    let chunk = chunk_len(out.len());
     let body = |(o, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
         for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
             *o = f(a, b);
