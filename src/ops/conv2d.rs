@@ -368,6 +368,114 @@ pub(crate) fn im2col(
     cols
 }
 
+/// im2col results kept from a convolution's forward pass for its backward pass.
+///
+/// `dw = conv2d_weight_grad(x, g)` lowers the same `x` with the same geometry as the forward
+/// `conv2d(x, w)` did, and a transposed convolution's backward computes `dx = conv2d(g, w)`
+/// and `dw = conv2d_weight_grad(g, x)` from the same im2col of `g`. Rather than lower twice,
+/// the first user stores its buffer here (only when the weight gradient will follow) and the
+/// weight gradient takes it. Keys name the tensor by its id (never reused) and the count of
+/// in-place writes to its data, so a hit is always the very same data. Entries nobody takes (a forward whose backward never runs) are dropped
+/// oldest first beyond a size cap; a taken buffer returns to the pool after its GEMM.
+mod cols_cache {
+    use super::Conv2dParams;
+    use crate::backend::cpu::pool;
+    use crate::tensor::TensorId;
+    use std::sync::Mutex;
+
+    /// What an im2col buffer is a lowering of.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) struct Key {
+        pub tensor: TensorId,
+        pub writes: u64,
+        pub dims: (usize, usize, usize, usize),
+        pub kernel: (usize, usize),
+        pub params: Conv2dParams,
+        pub out: (usize, usize),
+    }
+
+    /// At most this many f32 values are kept (256 MiB): W1 keeps about 30 MiB between its
+    /// forward and backward passes, W2 about 170 MiB.
+    const MAX_VALUES: usize = 64 << 20;
+
+    static ENTRIES: Mutex<Vec<(Key, Vec<f32>)>> = Mutex::new(Vec::new());
+
+    /// Keeps `cols` for a later [`take`] with the same key.
+    pub(crate) fn put(key: Key, cols: Vec<f32>) {
+        let mut entries = ENTRIES.lock().unwrap();
+        entries.push((key, cols));
+        while entries.iter().map(|(_, c)| c.len()).sum::<usize>() > MAX_VALUES {
+            let (_, oldest) = entries.remove(0);
+            pool::recycle(oldest);
+        }
+    }
+
+    /// Whether a buffer is kept under `key` (tests).
+    #[cfg(test)]
+    pub(crate) fn contains(key: &Key) -> bool {
+        ENTRIES.lock().unwrap().iter().any(|(k, _)| k == key)
+    }
+
+    /// The buffer kept under `key`, removed from the cache.
+    pub(crate) fn take(key: &Key) -> Option<Vec<f32>> {
+        let mut entries = ENTRIES.lock().unwrap();
+        let at = entries.iter().position(|(k, _)| k == key)?;
+        Some(entries.swap_remove(at).1)
+    }
+}
+
+/// How a CPU convolution treats its im2col buffer: look it up under `key` first, and when
+/// `keep` is set, store it under `key` afterwards instead of recycling it.
+#[derive(Clone, Copy)]
+struct ColsReuse {
+    key: Option<cols_cache::Key>,
+    keep: bool,
+}
+
+impl ColsReuse {
+    /// Lower afresh and recycle (the kernels' unit tests).
+    #[cfg(test)]
+    const NONE: ColsReuse = ColsReuse {
+        key: None,
+        keep: false,
+    };
+
+    /// For a lowering of tensor `x` with kernel `kernel`, `params` and output `out`.
+    fn of(
+        x: &Tensor,
+        kernel: (usize, usize),
+        params: Conv2dParams,
+        out: (usize, usize),
+        keep: bool,
+    ) -> Self {
+        let key = x.shape().dims4("conv2d").ok().map(|dims| cols_cache::Key {
+            tensor: x.id(),
+            writes: x.storage_writes(),
+            dims,
+            kernel,
+            params,
+            out,
+        });
+        ColsReuse { key, keep }
+    }
+
+    /// The kept im2col for this key, or a fresh one from `lower`.
+    fn cols(&self, lower: impl FnOnce() -> Vec<f32>) -> Vec<f32> {
+        self.key
+            .as_ref()
+            .and_then(cols_cache::take)
+            .unwrap_or_else(lower)
+    }
+
+    /// Hands the buffer back: into the cache when `keep`, else to the pool.
+    fn done(&self, cols: Vec<f32>) {
+        match (self.keep, self.key) {
+            (true, Some(key)) => cols_cache::put(key, cols),
+            _ => pool::recycle(cols),
+        }
+    }
+}
+
 /// conv2d as one GEMM: `out'[C_out, N*OH*OW] = W[C_out, C_in*KH*KW] @ im2col(x)`, then
 /// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_direct`] (the reference).
 fn conv2d_cpu_gemm(
@@ -378,10 +486,11 @@ fn conv2d_cpu_gemm(
     p: Conv2dParams,
     oh_n: usize,
     ow_n: usize,
+    reuse: ColsReuse,
 ) -> Vec<f32> {
     let (n_n, ci_n, _, _) = xs;
     let (co_n, _, kh_n, kw_n) = ws;
-    let cols = im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n);
+    let cols = reuse.cols(|| im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n));
     let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
     let mut out_cn = pool::take(co_n * np);
     gemm(
@@ -395,7 +504,7 @@ fn conv2d_cpu_gemm(
         false,
     );
     let out = swap_outer_dims(&out_cn, co_n, n_n, oh_n * ow_n);
-    pool::recycle(cols);
+    reuse.done(cols);
     pool::recycle(out_cn);
     out
 }
@@ -409,10 +518,11 @@ fn conv2d_weight_grad_cpu_gemm(
     gy: &[f32],
     gs: (usize, usize, usize, usize),
     p: Conv2dWeightGradParams,
+    reuse: ColsReuse,
 ) -> Vec<f32> {
     let (n_n, ci_n, _, _) = xs;
     let (_, co_n, oh_n, ow_n) = gs;
-    let cols = im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n);
+    let cols = reuse.cols(|| im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n));
     let gy_cn = swap_outer_dims(gy, n_n, co_n, oh_n * ow_n);
     let (k, np) = (ci_n * p.kernel_h * p.kernel_w, n_n * oh_n * ow_n);
     let mut dw = pool::take(co_n * k);
@@ -426,7 +536,7 @@ fn conv2d_weight_grad_cpu_gemm(
         k,
         false,
     );
-    pool::recycle(cols);
+    reuse.done(cols);
     pool::recycle(gy_cn);
     dw
 }
@@ -434,6 +544,19 @@ fn conv2d_weight_grad_cpu_gemm(
 impl Tensor {
     /// 2-D convolution (cross-correlation) with PyTorch's semantics; no bias.
     pub fn conv2d(&self, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
+        // The weight gradient of a recorded op lowers this same input: keep the lowering.
+        let keep = crate::autograd::is_grad_enabled() && weight.is_tracked();
+        self.conv2d_keeping(weight, params, keep)
+    }
+
+    /// [`Tensor::conv2d`], keeping the CPU im2col of `self` for a `conv2d_weight_grad` of the
+    /// same input and geometry when `keep_cols` (see `cols_cache`).
+    pub(crate) fn conv2d_keeping(
+        &self,
+        weight: &Tensor,
+        params: Conv2dParams,
+        keep_cols: bool,
+    ) -> Result<Tensor> {
         self.check_same_device("conv2d", weight)?;
         if params.stride == 0 {
             return Err(Error::invalid(
@@ -477,6 +600,7 @@ impl Tensor {
                 params,
                 oh,
                 ow,
+                ColsReuse::of(self, (kh, kw), params, (oh, ow), keep_cols),
             )),
             (Storage::Gpu(x), Storage::Gpu(wt)) => {
                 let geo = conv_geometry(
@@ -556,6 +680,13 @@ impl Tensor {
                 g,
                 (n, co, oh, ow),
                 params,
+                ColsReuse::of(
+                    self,
+                    (params.kernel_h, params.kernel_w),
+                    params.conv,
+                    (oh, ow),
+                    false,
+                ),
             )),
             (Storage::Gpu(x), Storage::Gpu(g)) => {
                 let geo = conv_geometry(
@@ -704,7 +835,16 @@ mod tests {
             let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{pad}");
             close(
                 &what,
-                &conv2d_cpu_gemm(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
+                &conv2d_cpu_gemm(
+                    &x,
+                    (n, ci, h, w),
+                    &wt,
+                    (co, ci, k, k),
+                    p,
+                    oh,
+                    ow,
+                    ColsReuse::NONE,
+                ),
                 &conv2d_cpu_direct(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
             );
             let gy = rand(&mut rng, n * co * oh * ow);
@@ -715,9 +855,89 @@ mod tests {
             };
             close(
                 &format!("weight grad {what}"),
-                &conv2d_weight_grad_cpu_gemm(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
+                &conv2d_weight_grad_cpu_gemm(
+                    &x,
+                    (n, ci, h, w),
+                    &gy,
+                    (n, co, oh, ow),
+                    wp,
+                    ColsReuse::NONE,
+                ),
                 &conv2d_weight_grad_cpu_direct(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
             );
         }
+    }
+
+    /// A recorded forward keeps its im2col, the weight gradient takes it and matches the
+    /// direct loops; after an in-place write to the input the weight gradient lowers afresh
+    /// (and still matches); with grad mode off nothing is kept.
+    #[test]
+    fn kept_im2col_is_taken_by_the_weight_gradient_and_not_used_after_a_write() {
+        use crate::backend::Device;
+        let mut rng = Rng::new(11);
+        let (n, ci, h, co, k) = (3, 5, 9, 4, 3);
+        let p = Conv2dParams {
+            stride: 2,
+            padding: 1,
+        };
+        let wp = Conv2dWeightGradParams {
+            conv: p,
+            kernel_h: k,
+            kernel_w: k,
+        };
+        let oh = p.out_size(h, k).unwrap();
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0.0, 1.0, [n, ci, h, h], &mut rng, &dev);
+        let w = Tensor::randn(0.0, 1.0, [co, ci, k, k], &mut rng, &dev);
+        w.set_requires_grad(true);
+        let gy = Tensor::randn(0.0, 1.0, [n, co, oh, oh], &mut rng, &dev);
+        let direct = |x: &Tensor| {
+            conv2d_weight_grad_cpu_direct(
+                &x.to_vec(),
+                (n, ci, h, h),
+                &gy.to_vec(),
+                (n, co, oh, oh),
+                wp,
+            )
+        };
+        let key = |x: &Tensor| ColsReuse::of(x, (k, k), p, (oh, oh), false).key.unwrap();
+
+        let _y = x.conv2d(&w, p).unwrap();
+        assert!(
+            cols_cache::contains(&key(&x)),
+            "a recorded forward keeps its im2col"
+        );
+        let dw = x.conv2d_weight_grad(&gy, wp).unwrap();
+        assert!(
+            !cols_cache::contains(&key(&x)),
+            "the weight gradient took it"
+        );
+        close("dw from the kept im2col", &dw.to_vec(), &direct(&x));
+
+        let _y = x.conv2d(&w, p).unwrap();
+        let before_write = key(&x);
+        assert!(cols_cache::contains(&before_write));
+        x.write_storage(|s| {
+            if let Storage::Cpu(v) = s {
+                v.iter_mut().for_each(|v| *v = 2.0 * *v + 1.0);
+            }
+        })
+        .unwrap();
+        assert_ne!(key(&x), before_write, "a write changes the key");
+        let dw = x.conv2d_weight_grad(&gy, wp).unwrap();
+        close("dw after an in-place write", &dw.to_vec(), &direct(&x));
+        assert!(
+            cols_cache::take(&before_write).is_some(),
+            "the stale entry was not used"
+        );
+
+        {
+            let _guard = crate::autograd::no_grad();
+            x.conv2d(&w, p).unwrap();
+        }
+        assert!(
+            !cols_cache::contains(&key(&x)),
+            "nothing is kept without grad mode"
+        );
     }
 }

@@ -400,8 +400,9 @@ pub(crate) fn conv_transpose2d_backward(
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let (_, _, kh, kw) = w.shape().dims4("conv_transpose2d backward")?;
     let conv = params.as_conv();
+    // dw lowers g exactly as dx's conv2d does: keep that im2col for it.
     let dx = match x.is_tracked() {
-        true => Some(g.conv2d(w, conv)?),
+        true => Some(g.conv2d_keeping(w, conv, w.is_tracked())?),
         false => None,
     };
     let dw = match w.is_tracked() {

@@ -31,9 +31,26 @@ impl TensorId {
     }
 }
 
+/// A tensor's data, shared by the tensors that view it (`reshape`, `detach`), with a count of
+/// the in-place writes made to it: a value derived from the data (a kept im2col) is valid
+/// while the count has not moved.
+pub(crate) struct StorageCell {
+    data: RwLock<Storage>,
+    writes: AtomicU64,
+}
+
+impl StorageCell {
+    fn new(storage: Storage) -> Arc<StorageCell> {
+        Arc::new(StorageCell {
+            data: RwLock::new(storage),
+            writes: AtomicU64::new(0),
+        })
+    }
+}
+
 pub(crate) struct TensorInner {
     id: TensorId,
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<StorageCell>,
     shape: Shape,
     /// The op that made this tensor, kept only when some input is tracked by autodiff and
     /// grad mode is on. `None` for leaves and constants.
@@ -103,10 +120,10 @@ impl Tensor {
                 want: shape.elem_count(),
             });
         }
-        Ok(Self::make(Arc::new(RwLock::new(storage)), shape, None))
+        Ok(Self::make(StorageCell::new(storage), shape, None))
     }
 
-    fn make(storage: Arc<RwLock<Storage>>, shape: Shape, op: Option<Op>) -> Tensor {
+    fn make(storage: Arc<StorageCell>, shape: Shape, op: Option<Op>) -> Tensor {
         Tensor(Arc::new(TensorInner {
             id: TensorId::new(),
             storage,
@@ -127,7 +144,7 @@ impl Tensor {
             crate::profile::describe_op(&op, &shape);
         }
         let t = Self::make(
-            Arc::new(RwLock::new(storage)),
+            StorageCell::new(storage),
             shape,
             if track { Some(op) } else { None },
         );
@@ -177,7 +194,7 @@ impl Tensor {
     }
     /// The device the data lives on.
     pub fn device(&self) -> Device {
-        self.0.storage.read().unwrap().device()
+        self.0.storage.data.read().unwrap().device()
     }
     /// The op that made this tensor, if it is part of a recorded graph.
     pub fn op(&self) -> Option<&Op> {
@@ -185,11 +202,16 @@ impl Tensor {
     }
     /// Read access to the storage.
     pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap()
+        self.0.storage.data.read().unwrap()
     }
     /// True if two tensors share the same storage buffer.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// How many in-place writes the data has had (shared by every tensor viewing it).
+    pub(crate) fn storage_writes(&self) -> u64 {
+        self.0.storage.writes.load(Ordering::Relaxed)
     }
 
     /// In-place write to the data (optimizer updates, running statistics). Refused on a tensor
@@ -201,7 +223,8 @@ impl Tensor {
                     .into(),
             ));
         }
-        let mut guard = self.0.storage.write().unwrap();
+        self.0.storage.writes.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.0.storage.data.write().unwrap();
         Ok(f(&mut guard))
     }
 

@@ -446,7 +446,9 @@ fn pack_b_transposed_simd(
     {
         static AVX: OnceLock<bool> = OnceLock::new();
         if *AVX.get_or_init(|| is_x86_feature_detected!("avx")) {
-            assert!(kc == 0 || ((j0 + nr - 1) * cs + pc + kc <= data.len() && dst.len() >= kc * nr));
+            assert!(
+                kc == 0 || ((j0 + nr - 1) * cs + pc + kc <= data.len() && dst.len() >= kc * nr)
+            );
             // SAFETY: AVX is available (checked); the extents were checked just above.
             unsafe { x86_pack::pack_b_transposed_8x8(data, cs, pc, kc, j0, nr, dst) };
             return kc;
