@@ -478,6 +478,7 @@ impl ColsReuse {
 
 /// conv2d as one GEMM: `out'[C_out, N*OH*OW] = W[C_out, C_in*KH*KW] @ im2col(x)`, then
 /// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_direct`] (the reference).
+#[allow(clippy::too_many_arguments)]
 fn conv2d_cpu_gemm(
     x: &[f32],
     xs: (usize, usize, usize, usize),
