@@ -19,7 +19,7 @@
 
 use super::conv2d::{conv_geometry, valid_range, Conv2dParams, Conv2dWeightGradParams, GEMM_TILE};
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::cpu::{pool, swap_outer_dims};
+use crate::backend::cpu::{pool, swap_outer_dims, SendPtr};
 use crate::backend::gpu::params::ConvParams;
 use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{GpuBuffer, Storage};
@@ -250,7 +250,7 @@ fn conv_transpose2d_cpu_direct(
 /// `cols[C_out*KH*KW, N*H*W] = W^T @ x'` with `W: [C_in, C_out*KH*KW]` (read transposed, no
 /// copy) and `x' = x` as `[C_in, N*H*W]`; then the scatter
 /// `out[n, co, ih*s - p + kh, iw*s - p + kw] += cols[(co*KH + kh)*KW + kw][n*H*W + ih*W + iw]`,
-/// one `(n, co)` output plane per task. Same result as [`conv_transpose2d_cpu_direct`].
+/// ([`col2im`]). Same result as [`conv_transpose2d_cpu_direct`].
 #[allow(clippy::too_many_arguments)]
 fn conv_transpose2d_cpu_gemm(
     x: &[f32],
@@ -277,33 +277,84 @@ fn conv_transpose2d_cpu_gemm(
         nhw,
         false,
     );
-    let mut out = pool::take_zeroed(n_n * co_n * oh_n * ow_n);
-    // One task per block of output planes (a 14x14 plane alone is too little work for a task).
-    crate::backend::cpu::for_each_row(&mut out, (oh_n * ow_n).max(1), |plane, out_plane| {
-        let (n, co) = (plane / co_n, plane % co_n);
-        for kh in 0..kh_n {
-            let ih_range = valid_range(h, oh_n, s, kh as isize - pad);
-            for kw in 0..kw_n {
-                let iw_range = valid_range(wd, ow_n, s, kw as isize - pad);
-                if iw_range.is_empty() {
-                    continue;
-                }
-                // The first valid iw lands on output column ow0; later ones step by s.
-                let ow0 = ((iw_range.start * s + kw) as isize - pad) as usize;
-                let col = &cols[((co * kh_n + kh) * kw_n + kw) * nhw + n * h * wd..][..h * wd];
-                for ih in ih_range.clone() {
-                    let oh = ((ih * s + kh) as isize - pad) as usize;
-                    let out_row = out_plane[oh * ow_n + ow0..oh * ow_n + ow_n].iter_mut();
-                    let col_row = &col[ih * wd..][iw_range.clone()];
-                    for (o, &v) in out_row.step_by(s).zip(col_row) {
-                        *o += v;
+    let out = col2im(
+        &cols,
+        (n_n, co_n, h, wd),
+        (kh_n, kw_n),
+        s,
+        pad,
+        (oh_n, ow_n),
+    );
+    pool::recycle(cols);
+    pool::recycle(x_cn);
+    out
+}
+
+/// col2im, the scatter half of [`conv_transpose2d_cpu_gemm`]:
+/// `out[n, co, ih*s - p + kh, iw*s - p + kw] += cols[(co*KH + kh)*KW + kw][n*H*W + ih*W + iw]`
+/// with `cols: [C_out*KH*KW, N*H*W]`, `out: [N, C_out, OH, OW]`.
+///
+/// Tasks take ranges of output channels; for each `co` a task walks the images in order, so
+/// each of its `KH*KW` rows of `cols` is read front to back (plane after plane in the output's
+/// own order would jump `N*H*W` values between consecutive planes: one TLB miss per run when
+/// `cols` is tens of MiB). Each plane is zeroed and summed while it sits in L1.
+fn col2im(
+    cols: &[f32],
+    (n_n, co_n, h, wd): (usize, usize, usize, usize),
+    (kh_n, kw_n): (usize, usize),
+    s: usize,
+    pad: isize,
+    (oh_n, ow_n): (usize, usize),
+) -> Vec<f32> {
+    let (plane, nhw) = (oh_n * ow_n, n_n * h * wd);
+    let mut out = pool::take(n_n * co_n * plane);
+    // Which input rows (columns) each kernel row (column) maps inside the output: the same
+    // for every plane. For columns also the first output column hit; later ones step by s.
+    let ih_ranges: Vec<_> = (0..kh_n)
+        .map(|kh| valid_range(h, oh_n, s, kh as isize - pad))
+        .collect();
+    let iw_ranges: Vec<_> = (0..kw_n)
+        .map(|kw| {
+            let r = valid_range(wd, ow_n, s, kw as isize - pad);
+            let ow0 = ((r.start * s + kw) as isize - pad).max(0) as usize;
+            (r, ow0)
+        })
+        .collect();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let per_task = co_n.div_ceil(4 * rayon::current_num_threads()).max(1);
+    (0..co_n)
+        .into_par_iter()
+        .with_min_len(per_task)
+        .for_each(|co| {
+            for n in 0..n_n {
+                // SAFETY: plane (n, co) lies inside `out` and is written only by the one task
+                // that owns this co; no other reference to `out` exists while tasks run.
+                let out_plane = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.get().add((n * co_n + co) * plane),
+                        plane,
+                    )
+                };
+                out_plane.fill(0.0);
+                for (kh, ih_range) in ih_ranges.iter().enumerate() {
+                    for (kw, (iw_range, ow0)) in iw_ranges.iter().enumerate() {
+                        if iw_range.is_empty() {
+                            continue;
+                        }
+                        let col =
+                            &cols[((co * kh_n + kh) * kw_n + kw) * nhw + n * h * wd..][..h * wd];
+                        for ih in ih_range.clone() {
+                            let oh = ((ih * s + kh) as isize - pad) as usize;
+                            let out_row = out_plane[oh * ow_n + ow0..oh * ow_n + ow_n].iter_mut();
+                            let col_row = &col[ih * wd..][iw_range.clone()];
+                            for (o, &v) in out_row.step_by(s).zip(col_row) {
+                                *o += v;
+                            }
+                        }
                     }
                 }
             }
-        }
-    });
-    pool::recycle(cols);
-    pool::recycle(x_cn);
+        });
     out
 }
 

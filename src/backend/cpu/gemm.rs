@@ -15,6 +15,7 @@
 //! portable one (4 x 16, plain Rust that the compiler vectorises) that is correct everywhere.
 //! Edge tiles (M or N not a multiple of the tile) run the same kernel into a scratch tile.
 
+use super::SendPtr;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -490,17 +491,6 @@ fn pack_a_panel(
                 dst[p * mr + i] = a.at(i0 + i, pc + p);
             }
         }
-    }
-}
-
-/// A raw pointer that rayon tasks may share; soundness is argued at the single use site.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

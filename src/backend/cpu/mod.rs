@@ -9,6 +9,19 @@ pub mod pool;
 
 use rayon::prelude::*;
 
+/// A raw pointer that rayon tasks may share, for kernels whose tasks write disjoint parts of
+/// one buffer that are not contiguous chunks (soundness is argued at each use site).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// The pointer.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Below this many elements an elementwise loop runs on one thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
