@@ -476,6 +476,17 @@ impl ColsReuse {
     }
 }
 
+/// True when the kernel covers the whole unpadded input, so the output is 1x1 and conv2d is a
+/// plain matmul over `C_in*KH*KW` (a DCGAN discriminator's last layer, and the backward of a
+/// generator's first layer, a transposed convolution of the 1x1 noise).
+fn kernel_covers_input(
+    (_, _, h, w): (usize, usize, usize, usize),
+    (kh, kw): (usize, usize),
+    p: Conv2dParams,
+) -> bool {
+    p.padding == 0 && h == kh && w == kw
+}
+
 /// conv2d as one GEMM: `out'[C_out, N*OH*OW] = W[C_out, C_in*KH*KW] @ im2col(x)`, then
 /// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_direct`] (the reference).
 #[allow(clippy::too_many_arguments)]
@@ -491,6 +502,23 @@ fn conv2d_cpu_gemm(
 ) -> Vec<f32> {
     let (n_n, ci_n, _, _) = xs;
     let (co_n, _, kh_n, kw_n) = ws;
+    if kernel_covers_input(xs, (kh_n, kw_n), p) {
+        // out[n, co] = sum_t x[n, t] * w[co, t] over the C_in*KH*KW taps: one matmul, x
+        // and w as they are stored (im2col would only transpose x).
+        let k = ci_n * kh_n * kw_n;
+        let mut out = pool::take(n_n * co_n);
+        gemm(
+            n_n,
+            co_n,
+            k,
+            MatRef::row_major(x, k),
+            MatRef::row_major(w, k).t(),
+            &mut out,
+            co_n,
+            false,
+        );
+        return out;
+    }
     let cols = reuse.cols(|| im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n));
     let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
     let mut out_cn = pool::take(co_n * np);
@@ -523,6 +551,23 @@ fn conv2d_weight_grad_cpu_gemm(
 ) -> Vec<f32> {
     let (n_n, ci_n, _, _) = xs;
     let (_, co_n, oh_n, ow_n) = gs;
+    if kernel_covers_input(xs, (p.kernel_h, p.kernel_w), p.conv) {
+        // dw[co, t] = sum_n gy[n, co] * x[n, t]: one matmul over the batch (gy read
+        // transposed), no im2col.
+        let k = ci_n * p.kernel_h * p.kernel_w;
+        let mut dw = pool::take(co_n * k);
+        gemm(
+            co_n,
+            k,
+            n_n,
+            MatRef::row_major(gy, co_n).t(),
+            MatRef::row_major(x, k),
+            &mut dw,
+            k,
+            false,
+        );
+        return dw;
+    }
     let cols = reuse.cols(|| im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n));
     let gy_cn = swap_outer_dims(gy, n_n, co_n, oh_n * ow_n);
     let (k, np) = (ci_n * p.kernel_h * p.kernel_w, n_n * oh_n * ow_n);
@@ -825,6 +870,11 @@ mod tests {
             (1, 1, 28, 28, 6, 4, 2, 1),
             (2, 7, 5, 5, 3, 5, 1, 2),
             (3, 2, 9, 7, 5, 1, 3, 0),
+            // The kernel covers the whole input (1x1 output): the single-matmul path, and a
+            // padded neighbour that must not take it.
+            (3, 5, 4, 4, 7, 4, 1, 0),
+            (2, 6, 3, 3, 5, 3, 2, 0),
+            (2, 6, 3, 3, 5, 3, 2, 1),
         ] {
             let p = Conv2dParams {
                 stride: s,

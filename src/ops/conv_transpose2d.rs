@@ -265,6 +265,23 @@ fn conv_transpose2d_cpu_gemm(
     let (_, co_n, kh_n, kw_n) = ws;
     let (s, pad) = (p.stride, p.padding as isize);
     let (k, nhw) = (co_n * kh_n * kw_n, n_n * h * wd);
+    if h == 1 && wd == 1 && p.padding == 0 && (oh_n, ow_n) == (kh_n, kw_n) {
+        // A 1x1 input (a generator's noise) without padding or extra output: every tap lands
+        // on its own output pixel, out[n, (co, kh, kw)] = sum_ci x[n, ci] * w[ci, (co, kh, kw)],
+        // one matmul straight into the output layout (no col2im).
+        let mut out = pool::take(n_n * k);
+        gemm(
+            n_n,
+            k,
+            ci_n,
+            MatRef::row_major(x, ci_n),
+            MatRef::row_major(w, k),
+            &mut out,
+            k,
+            false,
+        );
+        return out;
+    }
     let x_cn = swap_outer_dims(x, n_n, ci_n, h * wd);
     let mut cols = pool::take(k * nhw);
     gemm(
@@ -482,7 +499,12 @@ mod tests {
         // (n, ci, h, w, co, k, stride, padding, output_padding)
         for (n, ci, h, w, co, k, s, pad, op) in [
             (3, 5, 7, 9, 4, 3, 2, 1, 1),
+            // A 1x1 input without padding: the single-matmul path (and its neighbours that
+            // must not take it: padding, output padding).
             (2, 6, 1, 1, 7, 7, 1, 0, 0),
+            (3, 5, 1, 1, 4, 4, 2, 0, 0),
+            (2, 5, 1, 1, 3, 4, 2, 1, 0),
+            (2, 5, 1, 1, 3, 3, 2, 0, 1),
             (1, 4, 7, 7, 1, 4, 2, 1, 0),
             (2, 3, 5, 4, 2, 5, 3, 2, 2),
         ] {
