@@ -165,12 +165,15 @@ pub fn gemm_with(
         }
         return;
     }
+    let threads = rayon::current_num_threads();
+    if m <= MC && n.div_ceil(uk.nr) < threads && k >= 2 * KC {
+        return gemm_split_depth(uk, m, n, k, a, b, c, ldc, accumulate, threads);
+    }
     if m <= MC {
         return gemm_small_m(uk, m, n, k, a, b, c, ldc, accumulate);
     }
     let (mr, nr) = (uk.mr, uk.nr);
     let c_ptr = SendPtr(c.as_mut_ptr());
-    let threads = rayon::current_num_threads();
     // Sized for the largest block; reused across blocks and returned to the pool at the end.
     let mut packed_b = super::pool::take(n.min(NC).div_ceil(nr) * nr * k.min(KC));
     let mut packed_a = super::pool::take(m.div_ceil(mr) * mr * k.min(KC));
@@ -255,6 +258,55 @@ pub fn gemm_with(
 fn block_rows(m: usize, mr: usize, threads: usize) -> usize {
     let blocks = m.div_ceil(MC).next_multiple_of(threads.max(1));
     m.div_ceil(blocks).next_multiple_of(mr).min(MC)
+}
+
+/// [`gemm_with`] for a short, narrow C with a long depth, fewer B panels than threads (a
+/// weight gradient with one input channel: `dW[64, 16]` summed over 12,544 positions): the
+/// depth is cut into one range per thread, each range's product goes to its own partial C,
+/// and the partials are summed in a fixed order (so results do not depend on scheduling).
+#[allow(clippy::too_many_arguments)]
+fn gemm_split_depth(
+    uk: Microkernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    let parts = threads.min(k / KC).max(1);
+    let per = k.div_ceil(parts);
+    let partials: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|t| {
+            let (k0, k1) = (t * per, ((t + 1) * per).min(k));
+            // A's columns and B's rows from k0 on: the same strides, a later start.
+            let a_part = MatRef {
+                data: &a.data[k0 * a.col_stride..],
+                ..a
+            };
+            let b_part = MatRef {
+                data: &b.data[k0 * b.row_stride..],
+                ..b
+            };
+            let mut part = super::pool::take(m * n);
+            gemm_small_m(uk, m, n, k1 - k0, a_part, b_part, &mut part, n, false);
+            part
+        })
+        .collect();
+    for i in 0..m {
+        for j in 0..n {
+            let sum: f32 = partials.iter().map(|p| p[i * n + j]).sum();
+            let dst = &mut c[i * ldc + j];
+            *dst = if accumulate { *dst + sum } else { sum };
+        }
+    }
+    for part in partials {
+        super::pool::recycle(part);
+    }
 }
 
 /// [`gemm_with`] when all of A fits one `MC` block (a batch of 64 rows through a linear
@@ -744,6 +796,9 @@ mod tests {
             // Small-M path (M <= MC): several depth blocks and many B panels per task.
             (64, 130, 600),
             (144, 70, 513),
+            // Depth split over threads (narrow N, long K), with and without a ragged end.
+            (64, 16, 1030),
+            (9, 3, 777),
             // The blocked path (M > MC): an MC block and a ragged one.
             (150, 65, 257),
             (301, 37, 300),
