@@ -17,6 +17,7 @@
 //! tile load computing its input pixel; no im2col buffer exists on the GPU).
 
 use super::conv_transpose2d::ConvTranspose2dParams;
+use crate::backend::cpu::conv_direct;
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::cpu::{pool, swap_outer_dims};
 use crate::backend::gpu::params::ConvParams;
@@ -519,6 +520,17 @@ fn conv2d_cpu_gemm(
         );
         return out;
     }
+    let direct = conv_direct::DirectConv {
+        x: xs,
+        c_out: co_n,
+        kernel: (kh_n, kw_n),
+        stride: p.stride,
+        padding: p.padding,
+        out: (oh_n, ow_n),
+    };
+    if let Some(out) = conv_direct::conv2d(x, w, direct) {
+        return out;
+    }
     let cols = reuse.cols(|| im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n));
     let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
     let mut out_cn = pool::take(co_n * np);
@@ -870,6 +882,10 @@ mod tests {
             (1, 1, 28, 28, 6, 4, 2, 1),
             (2, 7, 5, 5, 3, 5, 1, 2),
             (3, 2, 9, 7, 5, 1, 3, 0),
+            // At least MIN_TAPS taps: the direct kernel where the CPU has AVX-512 (a partial
+            // last group of 8 positions, a partial last panel of 32 channels, stride 3).
+            (3, 9, 11, 10, 37, 3, 2, 1),
+            (2, 16, 9, 9, 33, 4, 3, 0),
             // The kernel covers the whole input (1x1 output): the single-matmul path, and a
             // padded neighbour that must not take it.
             (3, 5, 4, 4, 7, 4, 1, 0),

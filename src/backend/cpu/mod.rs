@@ -4,6 +4,7 @@
 //! and backward rule. What is here is the machinery they share. Work is split with rayon only
 //! when it is large enough to pay for the split.
 
+pub mod conv_direct;
 pub mod gemm;
 pub mod pool;
 
