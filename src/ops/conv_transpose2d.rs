@@ -18,6 +18,7 @@
 //! no multiply-add is by a structural zero.
 
 use super::conv2d::{conv_geometry, valid_range, Conv2dParams, Conv2dWeightGradParams, GEMM_TILE};
+use crate::backend::cpu::conv_direct;
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::cpu::{pool, swap_outer_dims, SendPtr};
 use crate::backend::gpu::params::ConvParams;
@@ -282,6 +283,17 @@ fn conv_transpose2d_cpu_gemm(
         );
         return out;
     }
+    let direct = conv_direct::DirectConvTranspose {
+        x: xs,
+        c_out: co_n,
+        kernel: (kh_n, kw_n),
+        stride: p.stride,
+        padding: p.padding,
+        out: (oh_n, ow_n),
+    };
+    if let Some(out) = conv_direct::conv_transpose2d(x, w, direct) {
+        return out;
+    }
     let x_cn = swap_outer_dims(x, n_n, ci_n, h * wd);
     let mut cols = pool::take(k * nhw);
     gemm(
@@ -506,6 +518,12 @@ mod tests {
             (2, 5, 1, 1, 3, 4, 2, 1, 0),
             (2, 5, 1, 1, 3, 3, 2, 0, 1),
             (1, 4, 7, 7, 1, 4, 2, 1, 0),
+            // Direct kernel by stride phase (AVX-512): at least MIN_TAPS taps per phase and
+            // 16 output channels; odd sizes, partial tiles, output padding, stride 3, k < 2s.
+            (3, 33, 7, 6, 37, 4, 2, 1, 0),
+            (2, 17, 5, 5, 19, 4, 2, 1, 1),
+            (2, 64, 4, 3, 16, 5, 3, 2, 2),
+            (2, 70, 3, 4, 18, 3, 2, 0, 1),
             (2, 3, 5, 4, 2, 5, 3, 2, 2),
         ] {
             let p = ConvTranspose2dParams {

@@ -101,27 +101,8 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     };
     let xp: &[f32] = x_pad.as_deref().unwrap_or(x);
 
-    // Weights as panels of 32 output channels: w_packed[panel][t][j] = w[panel*32 + j][t],
-    // zero for channels past C_out.
-    let panels = g.c_out.div_ceil(NR);
-    let mut w_packed = pool::take(panels * taps * NR);
-    w_packed
-        .par_chunks_mut(taps * NR)
-        .enumerate()
-        .for_each(|(panel, dst)| {
-            for j in 0..NR {
-                let co = panel * NR + j;
-                if co < g.c_out {
-                    for (t, &v) in w[co * taps..][..taps].iter().enumerate() {
-                        dst[t * NR + j] = v;
-                    }
-                } else {
-                    for t in 0..taps {
-                        dst[t * NR + j] = 0.0;
-                    }
-                }
-            }
-        });
+    // Weights as panels of 32 output channels: w_packed[panel][t][j] = w[co][t], co = panel*32 + j.
+    let w_packed = pack_weights(g.c_out, taps, |co, t| w[co * taps + t]);
 
     // offset(t) for every tap, in the order of w's rows.
     let mut offsets = Vec::with_capacity(taps);
@@ -134,60 +115,241 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     }
 
     let plane = oh_n * ow_n;
-    let positions = n_n * plane;
-    let groups = positions.div_ceil(MR);
     let mut out = pool::take(n_n * g.c_out * plane);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let per_task = groups.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let w_packed_ref = &w_packed[..];
-    let offsets_ref = &offsets[..];
-    (0..groups.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|task| {
-            let first = task * per_task;
-            let last = (first + per_task).min(groups);
-            let mut tile = [0.0f32; MR * NR];
-            for panel in 0..panels {
-                let wpanel = &w_packed_ref[panel * taps * NR..][..taps * NR];
-                for group in first..last {
-                    // The group's positions; the last group repeats its final position to fill
-                    // the tile and writes only the real ones.
-                    let mut bases = [0usize; MR];
-                    let mut slots = [(0usize, 0usize); MR];
-                    let valid = MR.min(positions - group * MR);
-                    for (i, (base, slot)) in bases.iter_mut().zip(&mut slots).enumerate() {
-                        let q = (group * MR + i).min(positions - 1);
-                        let (n, rest) = (q / plane, q % plane);
-                        let (oh, ow) = (rest / ow_n, rest % ow_n);
-                        *base = (n * ci_n * hp + oh * s) * wp + ow * s;
-                        *slot = (n, rest);
-                    }
-                    // SAFETY: available() checked AVX-512F; every base + offset(t) is inside
-                    // x_pad (the assertion on the output size above bounds oh*s + kh and
-                    // ow*s + kw by the padded size), wpanel holds taps * NR values, tile MR * NR.
-                    unsafe {
-                        tile_8x32(xp, &bases, offsets_ref, wpanel, &mut tile);
-                    }
-                    let channels = NR.min(g.c_out - panel * NR);
-                    for (i, &(n, rest)) in slots.iter().enumerate().take(valid) {
-                        for j in 0..channels {
-                            let co = panel * NR + j;
-                            // SAFETY: (n, co, rest) is inside out; positions are owned by one
-                            // task (disjoint group ranges), so no two tasks write one value.
-                            unsafe {
-                                *out_ptr.get().add((n * g.c_out + co) * plane + rest) =
-                                    tile[i * NR + j];
-                            }
-                        }
-                    }
-                }
-            }
-        });
+    let tiles = Tiles {
+        x: xp,
+        offsets: &offsets,
+        w_packed: &w_packed,
+        c_out: g.c_out,
+        channel_stride: plane,
+    };
+    // Position q = (n, oh, ow) reads from base(q) and writes out[n, 0, oh, ow] + co * plane.
+    tiles.run(n_n * plane, SendPtr(out.as_mut_ptr()), |q| {
+        let (n, rest) = (q / plane, q % plane);
+        let (oh, ow) = (rest / ow_n, rest % ow_n);
+        (
+            (n * ci_n * hp + oh * s) * wp + ow * s,
+            n * g.c_out * plane + rest,
+        )
+    });
     if let Some(buf) = x_pad {
         pool::recycle(buf);
     }
     pool::recycle(w_packed);
     Some(out)
+}
+
+/// Geometry of one transposed convolution (PyTorch's weight layout `[C_in, C_out, KH, KW]`).
+#[derive(Clone, Copy, Debug)]
+pub struct DirectConvTranspose {
+    /// Input `(N, C_in, H, W)`.
+    pub x: (usize, usize, usize, usize),
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel `(KH, KW)`.
+    pub kernel: (usize, usize),
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Padding (both axes).
+    pub padding: usize,
+    /// Output `(OH, OW)` (output padding included).
+    pub out: (usize, usize),
+}
+
+/// `conv_transpose2d(x, w)` by the direct kernel, one stride phase at a time; `None` when the
+/// CPU lacks AVX-512, the kernel is smaller than the stride, a phase has fewer than
+/// [`MIN_TAPS`] taps or there are fewer than 16 output channels (a 32-channel tile would be
+/// mostly empty; the GEMM + col2im path serves those).
+///
+/// `out[n, co, oh, ow] = sum x[n, ci, ih, iw] * w[ci, co, kh, kw]` over `oh = ih*s - p + kh`,
+/// `ow = iw*s - p + kw`. The output rows with `(oh + p) % s == r` (phase r) receive exactly
+/// the kernel rows `kh = r + s*a`, from input row `ih = T - a` where `oh = s*T + r - p`; the
+/// same for columns. So each phase `(r, r')` is a stride-1 direct convolution over the input
+/// with taps `(ci, a, b)`, `offset = (ci*Hp + PT - a)*Wp + PL - b` into a copy of x with a
+/// zero border (PT/PL rows/columns before, enough after), weights `w[ci, co, r+s*a, r'+s*b]`,
+/// and its results land on every s-th output row and column. No col2im, no accumulation:
+/// each output value is written once.
+pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<Vec<f32>> {
+    let (n_n, ci_n, h, wd) = g.x;
+    let (kh_n, kw_n) = g.kernel;
+    let (oh_n, ow_n) = g.out;
+    let (s, p) = (g.stride, g.padding);
+    let phase_taps = |k: usize, r: usize| (k - r).div_ceil(s);
+    if !available()
+        || kh_n < s
+        || kw_n < s
+        || g.c_out < 16
+        || ci_n * phase_taps(kh_n, s - 1) * phase_taps(kw_n, s - 1) < MIN_TAPS
+    {
+        return None;
+    }
+    assert_eq!(x.len(), n_n * ci_n * h * wd, "conv_transpose_direct: x");
+    assert_eq!(
+        w.len(),
+        ci_n * g.c_out * kh_n * kw_n,
+        "conv_transpose_direct: w"
+    );
+    // The rows T of phase r: oh = s*T + r - p in [0, OH). T_min <= 0 can be negative only as
+    // far as p allows; we keep T >= t_first(r) = ceil((p - r) / s) clipped at 0 from below.
+    let t_range = |r: usize, out_len: usize| -> std::ops::Range<usize> {
+        let first = (p.saturating_sub(r)).div_ceil(s);
+        let end = (out_len + p).saturating_sub(r).div_ceil(s);
+        first..end.max(first)
+    };
+    // Border: before, the largest a (reads T - a); after, rows up to the largest T.
+    let (pt, pl) = (kh_n.div_ceil(s) - 1, kw_n.div_ceil(s) - 1);
+    let t_end = (0..s).map(|r| t_range(r, oh_n).end).max().unwrap_or(0);
+    let u_end = (0..s).map(|r| t_range(r, ow_n).end).max().unwrap_or(0);
+    let (hp, wp) = (pt + t_end.max(h), pl + u_end.max(wd));
+    let mut x_pad = pool::take(n_n * ci_n * hp * wp);
+    super::for_each_row(&mut x_pad, hp * wp, |plane, dst| {
+        dst.fill(0.0);
+        let src = &x[plane * h * wd..][..h * wd];
+        for (ih, row) in src.chunks_exact(wd).enumerate() {
+            dst[(ih + pt) * wp + pl..][..wd].copy_from_slice(row);
+        }
+    });
+    let mut out = pool::take(n_n * g.c_out * oh_n * ow_n);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let plane = oh_n * ow_n;
+    for r in 0..s {
+        for rc in 0..s {
+            let (rows, cols) = (t_range(r, oh_n), t_range(rc, ow_n));
+            let (a_n, b_n) = (phase_taps(kh_n, r), phase_taps(kw_n, rc));
+            if rows.is_empty() || cols.is_empty() {
+                continue;
+            }
+            let taps = ci_n * a_n * b_n;
+            let mut offsets = Vec::with_capacity(taps);
+            for ci in 0..ci_n {
+                for a in 0..a_n {
+                    for b in 0..b_n {
+                        offsets.push((ci * hp + pt - a) * wp + pl - b);
+                    }
+                }
+            }
+            let w_packed = pack_weights(g.c_out, taps, |co, t| {
+                let (ci, a, b) = (t / (a_n * b_n), (t / b_n) % a_n, t % b_n);
+                w[((ci * g.c_out + co) * kh_n + r + s * a) * kw_n + rc + s * b]
+            });
+            let tiles = Tiles {
+                x: &x_pad,
+                offsets: &offsets,
+                w_packed: &w_packed,
+                c_out: g.c_out,
+                channel_stride: plane,
+            };
+            let (t_n, u_n) = (rows.len(), cols.len());
+            // Position q = (n, T, U) reads from (n, T, U) of the bordered input (its taps
+            // step back from there) and writes out[n, 0, s*T + r - p, s*U + r' - p].
+            tiles.run(n_n * t_n * u_n, out_ptr, |q| {
+                let (n, rest) = (q / (t_n * u_n), q % (t_n * u_n));
+                let (t, u) = (rows.start + rest / u_n, cols.start + rest % u_n);
+                let (oh, ow) = (s * t + r - p, s * u + rc - p);
+                (
+                    (n * ci_n * hp + t) * wp + u,
+                    n * g.c_out * plane + oh * ow_n + ow,
+                )
+            });
+            pool::recycle(w_packed);
+        }
+    }
+    pool::recycle(x_pad);
+    Some(out)
+}
+
+/// Weights as panels of 32 output channels, `packed[panel][t][j] = weight(panel*32 + j, t)`,
+/// zero for channels past `c_out`.
+fn pack_weights(
+    c_out: usize,
+    taps: usize,
+    weight: impl Fn(usize, usize) -> f32 + Sync,
+) -> Vec<f32> {
+    let panels = c_out.div_ceil(NR);
+    let mut packed = pool::take(panels * taps * NR);
+    packed
+        .par_chunks_mut((taps * NR).max(1))
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            for t in 0..taps {
+                for j in 0..NR {
+                    let co = panel * NR + j;
+                    dst[t * NR + j] = if co < c_out { weight(co, t) } else { 0.0 };
+                }
+            }
+        });
+    packed
+}
+
+/// What the tiles of one direct convolution share.
+struct Tiles<'a> {
+    /// The input, zero-bordered so every tap of every position is a plain read.
+    x: &'a [f32],
+    /// `offset(t)` of every tap, added to a position's base.
+    offsets: &'a [usize],
+    /// [`pack_weights`]' panels.
+    w_packed: &'a [f32],
+    c_out: usize,
+    /// Distance in the output between consecutive channels of one position.
+    channel_stride: usize,
+}
+
+impl Tiles<'_> {
+    /// Runs every tile: `positions` output positions in groups of 8, each against every weight
+    /// panel. `locate(q)` gives position q's base in `x` and its output index for channel 0.
+    /// Tasks own disjoint ranges of groups; a panel (`taps * 128` bytes) serves a whole range
+    /// from L2 before the next.
+    fn run(&self, positions: usize, out: SendPtr, locate: impl Fn(usize) -> (usize, usize) + Sync) {
+        if positions == 0 {
+            return;
+        }
+        let taps = self.offsets.len();
+        let panels = self.c_out.div_ceil(NR);
+        let max_offset = self.offsets.iter().copied().max().unwrap_or(0);
+        let groups = positions.div_ceil(MR);
+        let per_task = groups.div_ceil(4 * rayon::current_num_threads()).max(1);
+        (0..groups.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let first = task * per_task;
+                let last = (first + per_task).min(groups);
+                let mut tile = [0.0f32; MR * NR];
+                for panel in 0..panels {
+                    let wpanel = &self.w_packed[panel * taps * NR..][..taps * NR];
+                    for group in first..last {
+                        // The last group repeats its final position to fill the tile and writes
+                        // only the real ones.
+                        let mut bases = [0usize; MR];
+                        let mut dsts = [0usize; MR];
+                        let valid = MR.min(positions - group * MR);
+                        for i in 0..MR {
+                            (bases[i], dsts[i]) = locate((group * MR + i).min(positions - 1));
+                            assert!(
+                                bases[i] + max_offset < self.x.len(),
+                                "conv_direct: read past x"
+                            );
+                        }
+                        // SAFETY: available() was checked by the caller; every base + offset is
+                        // inside x (asserted just above), wpanel holds taps * NR values.
+                        unsafe {
+                            tile_8x32(self.x, &bases, self.offsets, wpanel, &mut tile);
+                        }
+                        let channels = NR.min(self.c_out - panel * NR);
+                        for (i, &dst) in dsts.iter().enumerate().take(valid) {
+                            for j in 0..channels {
+                                // SAFETY: locate() maps positions to distinct output values of
+                                // channel 0 inside out, and co * channel_stride stays inside it;
+                                // each position belongs to one task, so no value is written twice.
+                                unsafe {
+                                    *out.get().add(dst + (panel * NR + j) * self.channel_stride) =
+                                        tile[i * NR + j];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
 }
 
 /// One 8 x 32 tile over every tap: `tile[i][j] = sum_t x[bases[i] + offsets[t]] *
