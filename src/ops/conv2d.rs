@@ -531,6 +531,11 @@ fn conv2d_cpu_gemm(
     if let Some(out) = conv_direct::conv2d(x, w, direct) {
         return out;
     }
+    // Keep the lowering only for a weight gradient that will read it.
+    let reuse = ColsReuse {
+        keep: reuse.keep && !conv_direct::weight_grad_runs_direct(&direct),
+        ..reuse
+    };
     let cols = reuse.cols(|| im2col(x, xs, kh_n, kw_n, p, oh_n, ow_n));
     let (k, np) = (ci_n * kh_n * kw_n, n_n * oh_n * ow_n);
     let mut out_cn = pool::take(co_n * np);
@@ -578,6 +583,17 @@ fn conv2d_weight_grad_cpu_gemm(
             k,
             false,
         );
+        return dw;
+    }
+    let direct = conv_direct::DirectConv {
+        x: xs,
+        c_out: co_n,
+        kernel: (p.kernel_h, p.kernel_w),
+        stride: p.conv.stride,
+        padding: p.conv.padding,
+        out: (oh_n, ow_n),
+    };
+    if let Some(dw) = conv_direct::conv2d_weight_grad(x, gy, direct) {
         return dw;
     }
     let cols = reuse.cols(|| im2col(x, xs, p.kernel_h, p.kernel_w, p.conv, oh_n, ow_n));
@@ -886,6 +902,10 @@ mod tests {
             // last group of 8 positions, a partial last panel of 32 channels, stride 3).
             (3, 9, 11, 10, 37, 3, 2, 1),
             (2, 16, 9, 9, 33, 4, 3, 0),
+            // 256+ output positions and 16+ channels: the direct weight gradient (odd sizes,
+            // a partial channel panel, taps not a multiple of 8).
+            (2, 3, 30, 27, 20, 4, 2, 1),
+            (1, 5, 20, 19, 40, 3, 1, 1),
             // The kernel covers the whole input (1x1 output): the single-matmul path, and a
             // padded neighbour that must not take it.
             (3, 5, 4, 4, 7, 4, 1, 0),

@@ -86,26 +86,14 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     assert_eq!(w.len(), g.c_out * taps, "conv_direct: w");
 
     // The input with its zero border, so every tap of every position is a plain read.
-    let x_pad = if p == 0 {
-        None
-    } else {
-        let mut buf = pool::take(n_n * ci_n * hp * wp);
-        super::for_each_row(&mut buf, hp * wp, |plane, dst| {
-            dst.fill(0.0);
-            let src = &x[plane * h * wd..][..h * wd];
-            for (ih, row) in src.chunks_exact(wd).enumerate() {
-                dst[(ih + p) * wp + p..][..wd].copy_from_slice(row);
-            }
-        });
-        Some(buf)
-    };
+    let x_pad = pad_input(x, g.x, p);
     let xp: &[f32] = x_pad.as_deref().unwrap_or(x);
 
     // Weights as panels of 32 output channels: w_packed[panel][t][j] = w[co][t], co = panel*32 + j.
     let w_packed = pack_weights(g.c_out, taps, |co, t| w[co * taps + t]);
 
     // offset(t) for every tap, in the order of w's rows.
-    let mut offsets = Vec::with_capacity(taps);
+    let mut offsets = address_table();
     for ci in 0..ci_n {
         for kh in 0..kh_n {
             for kw in 0..kw_n {
@@ -136,7 +124,91 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
         pool::recycle(buf);
     }
     pool::recycle(w_packed);
+    return_address_table(offsets);
     Some(out)
+}
+
+/// Whether [`conv2d_weight_grad`] takes this geometry (the forward then keeps no im2col for
+/// it): AVX-512, at least 16 output channels and 256 output positions.
+pub fn weight_grad_runs_direct(g: &DirectConv) -> bool {
+    available() && g.c_out >= 16 && g.x.0 * g.out.0 * g.out.1 >= 256
+}
+
+/// conv2d's weight gradient by the direct kernel:
+/// `dw[co, t] = sum_q gy[n, co, oh, ow] * x_pad[base(q) + offset(t)]` over the output positions
+/// `q = (n, oh, ow)`, with the tap offsets and position bases of [`conv2d`]. The tile's rows
+/// are now 8 taps (fixed addresses `offset(t)`) and its depth runs over the positions (the
+/// address steps by `base(q)`): the same kernel with the two address tables swapped. `gy`
+/// is packed once as panels of 32 channels, `[panel][q][32]`. `None` when the CPU lacks
+/// AVX-512, there are fewer than 16 output channels or fewer than 256 positions.
+pub fn conv2d_weight_grad(x: &[f32], gy: &[f32], g: DirectConv) -> Option<Vec<f32>> {
+    let (n_n, ci_n, h, wd) = g.x;
+    let (kh_n, kw_n) = g.kernel;
+    let (oh_n, ow_n) = g.out;
+    let (s, p) = (g.stride, g.padding);
+    let plane = oh_n * ow_n;
+    let positions = n_n * plane;
+    if !weight_grad_runs_direct(&g) {
+        return None;
+    }
+    let (hp, wp) = (h + 2 * p, wd + 2 * p);
+    assert!(
+        (oh_n - 1) * s + kh_n <= hp && (ow_n - 1) * s + kw_n <= wp,
+        "conv_direct: output larger than the padded input"
+    );
+    assert_eq!(x.len(), n_n * ci_n * h * wd, "conv_direct: x");
+    assert_eq!(gy.len(), n_n * g.c_out * plane, "conv_direct: gy");
+    let x_pad = pad_input(x, g.x, p);
+    let xp: &[f32] = x_pad.as_deref().unwrap_or(x);
+    let taps = ci_n * kh_n * kw_n;
+    let gy_packed = pack_weights(g.c_out, positions, |co, q| {
+        gy[((q / plane) * g.c_out + co) * plane + q % plane]
+    });
+    let mut bases = address_table();
+    bases.extend((0..positions).map(|q| {
+        let (n, rest) = (q / plane, q % plane);
+        (n * ci_n * hp + (rest / ow_n) * s) * wp + (rest % ow_n) * s
+    }));
+    let mut dw = pool::take(g.c_out * taps);
+    let tiles = Tiles {
+        x: xp,
+        offsets: &bases,
+        w_packed: &gy_packed,
+        c_out: g.c_out,
+        channel_stride: taps,
+    };
+    // "Position" t is a tap: it reads from offset(t) and writes dw[0, t] + co * taps.
+    tiles.run(taps, SendPtr(dw.as_mut_ptr()), |t| {
+        let (ci, kh, kw) = (t / (kh_n * kw_n), (t / kw_n) % kh_n, t % kw_n);
+        ((ci * hp + kh) * wp + kw, t)
+    });
+    if let Some(buf) = x_pad {
+        pool::recycle(buf);
+    }
+    pool::recycle(gy_packed);
+    return_address_table(bases);
+    Some(dw)
+}
+
+/// `x` with a zero border of `p` on every side (`None` when `p` is 0: use `x` itself).
+fn pad_input(
+    x: &[f32],
+    (n_n, ci_n, h, wd): (usize, usize, usize, usize),
+    p: usize,
+) -> Option<Vec<f32>> {
+    if p == 0 {
+        return None;
+    }
+    let (hp, wp) = (h + 2 * p, wd + 2 * p);
+    let mut buf = pool::take(n_n * ci_n * hp * wp);
+    super::for_each_row(&mut buf, hp * wp, |plane, dst| {
+        dst.fill(0.0);
+        let src = &x[plane * h * wd..][..h * wd];
+        for (ih, row) in src.chunks_exact(wd).enumerate() {
+            dst[(ih + p) * wp + p..][..wd].copy_from_slice(row);
+        }
+    });
+    Some(buf)
 }
 
 /// Geometry of one transposed convolution (PyTorch's weight layout `[C_in, C_out, KH, KW]`).
@@ -220,7 +292,7 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<
                 continue;
             }
             let taps = ci_n * a_n * b_n;
-            let mut offsets = Vec::with_capacity(taps);
+            let mut offsets = address_table();
             for ci in 0..ci_n {
                 for a in 0..a_n {
                     for b in 0..b_n {
@@ -252,10 +324,33 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<
                 )
             });
             pool::recycle(w_packed);
+            return_address_table(offsets);
         }
     }
     pool::recycle(x_pad);
     Some(out)
+}
+
+thread_local! {
+    /// Address tables (tap offsets, position bases) kept for reuse, so a steady-state training
+    /// step allocates none (W2's position table is 128 KiB).
+    static ADDRESS_TABLES: std::cell::RefCell<Vec<Vec<usize>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty address table: the largest one given back on this thread, if any (so in a
+/// steady state it has grown to the largest table needed and never grows again).
+fn address_table() -> Vec<usize> {
+    ADDRESS_TABLES.with(|t| {
+        let mut tables = t.borrow_mut();
+        let largest = (0..tables.len()).max_by_key(|&i| tables[i].capacity());
+        largest.map(|i| tables.swap_remove(i)).unwrap_or_default()
+    })
+}
+
+/// Keeps `table` for the next [`address_table`] on this thread.
+fn return_address_table(mut table: Vec<usize>) {
+    table.clear();
+    ADDRESS_TABLES.with(|t| t.borrow_mut().push(table));
 }
 
 /// Weights as panels of 32 output channels, `packed[panel][t][j] = weight(panel*32 + j, t)`,
