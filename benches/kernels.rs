@@ -47,7 +47,7 @@ fn main() {
     );
     println!("|{:-<30}|{:-<36}|{:-<11}|{:-<11}|", "", "", "", "");
 
-    for n in [256usize, 512, 1024] {
+    for n in [256usize, 512, 1024, 2048] {
         let a = Tensor::randn(0.0, 1.0, [n, n], &mut rng, &dev);
         let b = Tensor::randn(0.0, 1.0, [n, n], &mut rng, &dev);
         let ms = time_ms(reps, || {
