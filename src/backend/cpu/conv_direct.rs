@@ -90,7 +90,10 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     let xp: &[f32] = x_pad.as_deref().unwrap_or(x);
 
     // Weights as panels of 32 output channels: w_packed[panel][t][j] = w[co][t], co = panel*32 + j.
-    let w_packed = pack_weights(g.c_out, taps, |co, t| w[co * taps + t]);
+    let mut w_bases = address_table();
+    w_bases.extend(0..taps);
+    let w_packed = pack_panels(w, g.c_out, taps, &w_bases);
+    return_address_table(w_bases);
 
     // offset(t) for every tap, in the order of w's rows.
     let mut offsets = address_table();
@@ -161,9 +164,13 @@ pub fn conv2d_weight_grad(x: &[f32], gy: &[f32], g: DirectConv) -> Option<Vec<f3
     let x_pad = pad_input(x, g.x, p);
     let xp: &[f32] = x_pad.as_deref().unwrap_or(x);
     let taps = ci_n * kh_n * kw_n;
-    let gy_packed = pack_weights(g.c_out, positions, |co, q| {
-        gy[((q / plane) * g.c_out + co) * plane + q % plane]
-    });
+    // gy[n, co, p] for position q = (n, p): base n*C_out*P + p, channel stride P.
+    let mut gy_bases = address_table();
+    for n in 0..n_n {
+        gy_bases.extend((0..plane).map(|p| n * g.c_out * plane + p));
+    }
+    let gy_packed = pack_panels(gy, g.c_out, plane, &gy_bases);
+    return_address_table(gy_bases);
     let mut bases = address_table();
     bases.extend((0..positions).map(|q| {
         let (n, rest) = (q / plane, q % plane);
@@ -291,7 +298,6 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<
             if rows.is_empty() || cols.is_empty() {
                 continue;
             }
-            let taps = ci_n * a_n * b_n;
             let mut offsets = address_table();
             for ci in 0..ci_n {
                 for a in 0..a_n {
@@ -300,10 +306,17 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<
                     }
                 }
             }
-            let w_packed = pack_weights(g.c_out, taps, |co, t| {
-                let (ci, a, b) = (t / (a_n * b_n), (t / b_n) % a_n, t % b_n);
-                w[((ci * g.c_out + co) * kh_n + r + s * a) * kw_n + rc + s * b]
-            });
+            // w[ci, co, r + s*a, rc + s*b]: base at co = 0, channel stride KH*KW.
+            let mut w_bases = address_table();
+            for ci in 0..ci_n {
+                for a in 0..a_n {
+                    for b in 0..b_n {
+                        w_bases.push((ci * g.c_out * kh_n + r + s * a) * kw_n + rc + s * b);
+                    }
+                }
+            }
+            let w_packed = pack_panels(w, g.c_out, kh_n * kw_n, &w_bases);
+            return_address_table(w_bases);
             let tiles = Tiles {
                 x: &x_pad,
                 offsets: &offsets,
@@ -353,23 +366,36 @@ fn return_address_table(mut table: Vec<usize>) {
     ADDRESS_TABLES.with(|t| t.borrow_mut().push(table));
 }
 
-/// Weights as panels of 32 output channels, `packed[panel][t][j] = weight(panel*32 + j, t)`,
-/// zero for channels past `c_out`.
-fn pack_weights(
-    c_out: usize,
-    taps: usize,
-    weight: impl Fn(usize, usize) -> f32 + Sync,
-) -> Vec<f32> {
+/// The 32-channel panels the tile's columns read: `packed[panel][t][j] =
+/// src[bases[t] + (panel*32 + j) * channel_stride]`, zero for channels past `c_out` (weights
+/// for the forward passes, the output gradient for the weight gradient). Tasks take runs of
+/// rows `t` of one panel; the address arithmetic is one add per value.
+fn pack_panels(src: &[f32], c_out: usize, channel_stride: usize, bases: &[usize]) -> Vec<f32> {
+    let rows = bases.len();
     let panels = c_out.div_ceil(NR);
-    let mut packed = pool::take(panels * taps * NR);
+    let mut packed = pool::take(panels * rows * NR);
+    if rows == 0 {
+        return packed;
+    }
+    let rows_per_task = rows.div_ceil(2 * rayon::current_num_threads()).max(64);
     packed
-        .par_chunks_mut((taps * NR).max(1))
+        .par_chunks_mut(rows_per_task * NR)
         .enumerate()
-        .for_each(|(panel, dst)| {
-            for t in 0..taps {
-                for j in 0..NR {
+        .for_each(|(chunk, dst)| {
+            // Rows are numbered panel-major (row = panel * rows + t), so a chunk may span
+            // the end of one panel and the start of the next.
+            let first = chunk * rows_per_task;
+            for (i, out) in dst.chunks_exact_mut(NR).enumerate() {
+                let row = first + i;
+                let (panel, t) = (row / rows, row % rows);
+                let base = bases[t];
+                for (j, o) in out.iter_mut().enumerate() {
                     let co = panel * NR + j;
-                    dst[t * NR + j] = if co < c_out { weight(co, t) } else { 0.0 };
+                    *o = if co < c_out {
+                        src[base + co * channel_stride]
+                    } else {
+                        0.0
+                    };
                 }
             }
         });
@@ -382,7 +408,7 @@ struct Tiles<'a> {
     x: &'a [f32],
     /// `offset(t)` of every tap, added to a position's base.
     offsets: &'a [usize],
-    /// [`pack_weights`]' panels.
+    /// [`pack_panels`]' panels.
     w_packed: &'a [f32],
     c_out: usize,
     /// Distance in the output between consecutive channels of one position.

@@ -170,7 +170,10 @@ pub fn gemm_with(
         return gemm_split_depth(uk, m, n, k, a, b, c, ldc, accumulate, threads);
     }
     if m <= MC {
-        return gemm_small_m(uk, m, n, k, a, b, c, ldc, accumulate);
+        let mut packed_a = super::pool::take(m.div_ceil(uk.mr) * uk.mr * k);
+        gemm_small_m(uk, m, n, k, a, b, c, ldc, accumulate, &mut packed_a);
+        super::pool::recycle(packed_a);
+        return;
     }
     let (mr, nr) = (uk.mr, uk.nr);
     let c_ptr = SendPtr(c.as_mut_ptr());
@@ -279,10 +282,20 @@ fn gemm_split_depth(
 ) {
     let parts = threads.min(k / KC).max(1);
     let per = k.div_ceil(parts);
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
+    // Every part's buffers are taken here, before the parallel region: taken inside it, how
+    // many exist at once would depend on scheduling (two parts in flight need two; one thread
+    // running both needs one), and a steady-state step could miss the pool.
+    let mut work: Vec<(Vec<f32>, Vec<f32>)> = (0..parts)
         .map(|t| {
-            let (k0, k1) = (t * per, ((t + 1) * per).min(k));
+            let depth = per.min(k - (t * per).min(k));
+            let packed_a = super::pool::take(m.div_ceil(uk.mr) * uk.mr * depth.max(1));
+            (super::pool::take(m * n), packed_a)
+        })
+        .collect();
+    work.par_iter_mut()
+        .enumerate()
+        .for_each(|(t, (part, packed_a))| {
+            let (k0, k1) = ((t * per).min(k), ((t + 1) * per).min(k));
             // A's columns and B's rows from k0 on: the same strides, a later start.
             let a_part = MatRef {
                 data: &a.data[k0 * a.col_stride..],
@@ -292,11 +305,9 @@ fn gemm_split_depth(
                 data: &b.data[k0 * b.row_stride..],
                 ..b
             };
-            let mut part = super::pool::take(m * n);
-            gemm_small_m(uk, m, n, k1 - k0, a_part, b_part, &mut part, n, false);
-            part
-        })
-        .collect();
+            gemm_small_m(uk, m, n, k1 - k0, a_part, b_part, part, n, false, packed_a);
+        });
+    let partials: Vec<&Vec<f32>> = work.iter().map(|(part, _)| part).collect();
     for i in 0..m {
         for j in 0..n {
             let sum: f32 = partials.iter().map(|p| p[i * n + j]).sum();
@@ -304,8 +315,9 @@ fn gemm_split_depth(
             *dst = if accumulate { *dst + sum } else { sum };
         }
     }
-    for part in partials {
+    for (part, packed_a) in work {
         super::pool::recycle(part);
+        super::pool::recycle(packed_a);
     }
 }
 
@@ -325,12 +337,13 @@ fn gemm_small_m(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    packed_a_buf: &mut [f32],
 ) {
     let (mr, nr) = (uk.mr, uk.nr);
     let a_panels = m.div_ceil(mr);
     let k_blocks = k.div_ceil(KC);
-    // packed_a: for depth block `kb` (depth kc), panel `ip` at `(kb * KC * a_panels + ip * kc) * mr`.
-    let mut packed_a_buf = super::pool::take(a_panels * mr * k);
+    // packed_a (the caller's buffer of a_panels * mr * k values): for depth block `kb` (depth
+    // kc), panel `ip` at `(kb * KC * a_panels + ip * kc) * mr`.
     for kb in 0..k_blocks {
         let (pc, kc) = (kb * KC, KC.min(k - kb * KC));
         let block = &mut packed_a_buf[kb * KC * a_panels * mr..][..a_panels * kc * mr];
@@ -384,7 +397,6 @@ fn gemm_small_m(
     } else {
         (0..tasks).into_par_iter().for_each(work);
     }
-    super::pool::recycle(packed_a_buf);
 }
 
 /// One microkernel call on the C tile at `c_tile` (`rows x cols` valid, at most `MR x NR`):
