@@ -15,7 +15,9 @@
 // Tiling as matmul.wgsl: 16 x 16 threads, a 64 x 64 output block per workgroup, 4 x 4
 // accumulators per thread, K in slices of 16 staged in workgroup memory. Index arithmetic is
 // kept out of the inner loops: each thread's column index is decomposed once, and each K
-// slice's 16 indices once per slice into `k_tab`.
+// slice's 16 indices once per slice into `k_tab`. The weight gradient's depth N*OH*OW is long
+// and its output small (64 x 16 for a 1-channel input: one workgroup), so it is split over
+// `k_split` layers of workgroups (wid.z), each writing its own output block; the host sums them.
 // Dispatch: (ceil(GEMM N / 64), ceil(GEMM M / 64), 1).
 
 struct ConvParams {
@@ -30,7 +32,7 @@ struct ConvParams {
     padding: u32,
     oh: u32,
     ow: u32,
-    pad0: u32,
+    k_split: u32,
 }
 
 // conv2d_forward: the weight; conv2d_weight_grad: gy.
@@ -142,7 +144,7 @@ fn conv2d_forward(@builtin(local_invocation_id) lid: vec3<u32>,
 }
 
 // conv2d_weight_grad: gy (a_src): [N, C_out, OH, OW], x: [N, C_in, H, W] -> dw: [C_out, C_in*KH*KW];
-// out[co * (C_in*KH*KW) + k] = sum_q gy[n, co, oh, ow] * X[k, q].
+// out[(z * C_out + co) * (C_in*KH*KW) + k] = sum_{q in slice z} gy[n, co, oh, ow] * X[k, q].
 @compute @workgroup_size(16, 16, 1)
 fn conv2d_weight_grad(@builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(workgroup_id) wid: vec3<u32>) {
@@ -165,17 +167,23 @@ fn conv2d_weight_grad(@builtin(local_invocation_id) lid: vec3<u32>,
         col_kh[r] = i32((k % khw) / p.kw);
         col_kw[r] = i32(k % p.kw);
     }
+    // Split-K: workgroup layer z sums positions [k_begin, k_end), a multiple of TILE_K long,
+    // into its own block of out (the host adds the blocks).
+    let slices = max(p.k_split, 1u);
+    let chunk = ((gemm_k + slices - 1u) / slices + TILE_K - 1u) / TILE_K * TILE_K;
+    let k_begin = wid.z * chunk;
+    let k_end = min(gemm_k, k_begin + chunk);
     var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < gemm_k; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         // q = (n, oh, ow) -> (gy offset, image offset, oh*s - p, ow*s - p); 0 in .y marks
-        // nothing (q past the end).
+        // nothing (q past the end of this slice).
         if (t < TILE_K) {
             let qq = k0 + t;
             let n = qq / ohw;
             let pos = qq % ohw;
             let oh = pos / p.ow;
             let ow = pos % p.ow;
-            if (qq < gemm_k) {
+            if (qq < k_end) {
                 k_tab[t] = vec4<i32>(
                     i32(n * p.c_out * ohw + pos),
                     i32(n * p.c_in * hw) + 1,
@@ -214,7 +222,7 @@ fn conv2d_weight_grad(@builtin(local_invocation_id) lid: vec3<u32>,
         for (var j = 0u; j < 4u; j++) {
             let k = col0 + lid.x + 16u * j;
             if (co < gemm_m && k < gemm_n) {
-                out[co * gemm_n + k] = acc[i][j];
+                out[(wid.z * gemm_m + co) * gemm_n + k] = acc[i][j];
             }
         }
     }

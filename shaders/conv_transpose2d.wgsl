@@ -35,7 +35,7 @@ struct ConvParams {
     padding: u32,
     oh: u32,
     ow: u32,
-    pad0: u32,
+    k_split: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weight: array<f32>;

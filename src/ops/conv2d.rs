@@ -91,21 +91,35 @@ fn conv2d_gpu(x: &GpuBuffer, w: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer
 fn conv2d_weight_grad_gpu(x: &GpuBuffer, gy: &GpuBuffer, geo: ConvParams) -> Result<GpuBuffer> {
     let dev = x.device();
     let (m, n) = (geo.c_out as usize, (geo.c_in * geo.kh * geo.kw) as usize);
-    let out = dev.alloc("conv2d_weight_grad", m * n);
+    let depth = (geo.n * geo.oh * geo.ow) as usize;
+    let tiles = n.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE);
+    // Split-K: enough workgroups to fill a large GPU (~256), each slice at least 4 depth tiles
+    // of 16. A 1-channel layer's weight gradient is one output tile over 12,544 positions: as
+    // one workgroup it took 50 ms on an H200.
+    let slices = (256 / tiles).clamp(1, (depth / (4 * 16)).max(1));
+    let geo = ConvParams {
+        k_split: slices as u32,
+        ..geo
+    };
+    let partial = dev.alloc("conv2d_weight_grad", slices * m * n);
     dev.dispatch(
         "conv2d_weight_grad",
         &CONV2D_WEIGHT_GRAD,
         &[],
         &geo,
-        &[gy, x, &out],
+        &[gy, x, &partial],
         [
             n.div_ceil(GEMM_TILE) as u32,
             m.div_ceil(GEMM_TILE) as u32,
-            1,
+            slices as u32,
         ],
     );
     dev.check("conv2d_weight_grad")?;
-    Ok(out)
+    if slices == 1 {
+        return Ok(partial);
+    }
+    // The slices' blocks, [slices, C_out * C_in*KH*KW], summed over the first dim.
+    super::reduce::sum_gpu(&partial, &Shape::from([slices, m * n]), &[0])
 }
 
 /// The geometry block shared by the convolution kernels.
@@ -130,7 +144,7 @@ pub(crate) fn conv_geometry(
         padding: padding as u32,
         oh: oh as u32,
         ow: ow as u32,
-        pad0: 0,
+        k_split: 1,
     }
 }
 

@@ -50,7 +50,7 @@ const MAX_DIM: KernelSpec = KernelSpec {
 const SMALL_REDUCTION: usize = 64;
 
 /// GPU sum of `x` (shape `shape`) over the sorted `dims`, kept as size 1.
-fn sum_gpu(x: &GpuBuffer, shape: &Shape, dims: &[usize]) -> Result<GpuBuffer> {
+pub(crate) fn sum_gpu(x: &GpuBuffer, shape: &Shape, dims: &[usize]) -> Result<GpuBuffer> {
     let dev = x.device();
     let strides = shape.strides();
     let (mut kept, mut kept_str, mut red, mut red_str) = (vec![], vec![], vec![], vec![]);

@@ -222,8 +222,10 @@ param_blocks! {
         oh: u32,
         /// Output width.
         ow: u32,
-        /// Padding.
-        pad0: u32,
+        /// Slices of the GEMM depth run as separate workgroups (`conv2d_weight_grad`'s split-K:
+        /// slice z sums its part of `N*OH*OW` into its own `[C_out, C_in*KH*KW]` block); 0 or
+        /// 1 = one slice. Unused by the other kernels.
+        k_split: u32,
     }
 
     /// `batch_norm.wgsl`: `[N, C, S]` and eps.
