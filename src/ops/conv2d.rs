@@ -253,7 +253,7 @@ pub(crate) fn valid_range(
 /// Direct convolution, one `(n, co)` output plane per task.
 // The plain loop is the reference the GEMM path is tested against (see `tests` below).
 #[cfg_attr(not(test), allow(dead_code))]
-fn conv2d_cpu_direct(
+fn conv2d_cpu_naive(
     x: &[f32],
     xs: (usize, usize, usize, usize),
     w: &[f32],
@@ -297,7 +297,7 @@ fn conv2d_cpu_direct(
 /// one `(co, ci)` kernel plane per task.
 // The plain loop is the reference the GEMM path is tested against (see `tests` below).
 #[cfg_attr(not(test), allow(dead_code))]
-fn conv2d_weight_grad_cpu_direct(
+fn conv2d_weight_grad_cpu_naive(
     x: &[f32],
     xs: (usize, usize, usize, usize),
     gy: &[f32],
@@ -503,7 +503,7 @@ fn kernel_covers_input(
 }
 
 /// conv2d as one GEMM: `out'[C_out, N*OH*OW] = W[C_out, C_in*KH*KW] @ im2col(x)`, then
-/// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_direct`] (the reference).
+/// `[C_out, N, P] -> [N, C_out, P]`. Same result as [`conv2d_cpu_naive`] (the reference).
 #[allow(clippy::too_many_arguments)]
 fn conv2d_cpu_gemm(
     x: &[f32],
@@ -571,7 +571,7 @@ fn conv2d_cpu_gemm(
 
 /// conv2d's weight gradient as one GEMM: `dW[C_out, C_in*KH*KW] = gy'[C_out, N*P] @ im2col(x)^T`
 /// (the transpose is a strided view, not a copy). Same result as
-/// [`conv2d_weight_grad_cpu_direct`] (the reference).
+/// [`conv2d_weight_grad_cpu_naive`] (the reference).
 fn conv2d_weight_grad_cpu_gemm(
     x: &[f32],
     xs: (usize, usize, usize, usize),
@@ -897,15 +897,17 @@ mod tests {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert!(
                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                "{what}[{i}]: gemm path {g}, direct {w}"
+                "{what}[{i}]: fast path {g}, naive {w}"
             );
         }
     }
 
-    /// The GEMM lowering against the direct loops it replaces, on odd shapes.
+    /// Every fast path (im2col + GEMM, the AVX-512 direct kernel, the single matmul) against
+    /// the naive loops, on odd shapes.
     #[test]
-    fn gemm_kernels_match_direct_kernels() {
+    fn gemm_kernels_match_naive_kernels() {
         let mut rng = Rng::new(7);
+        let (mut direct_forward, mut direct_weight_grad) = (0, 0);
         // (n, ci, h, w, co, k, stride, padding)
         for (n, ci, h, w, co, k, s, pad) in [
             (3, 5, 7, 9, 4, 3, 2, 1),
@@ -931,6 +933,16 @@ mod tests {
                 padding: pad,
             };
             let (oh, ow) = (p.out_size(h, k).unwrap(), p.out_size(w, k).unwrap());
+            let geometry = conv_direct::DirectConv {
+                x: (n, ci, h, w),
+                c_out: co,
+                kernel: (k, k),
+                stride: s,
+                padding: pad,
+                out: (oh, ow),
+            };
+            direct_forward += conv_direct::conv2d_runs_direct(&geometry) as usize;
+            direct_weight_grad += conv_direct::weight_grad_runs_direct(&geometry) as usize;
             let x = rand(&mut rng, n * ci * h * w);
             let wt = rand(&mut rng, co * ci * k * k);
             let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{pad}");
@@ -946,7 +958,7 @@ mod tests {
                     ow,
                     ColsReuse::NONE,
                 ),
-                &conv2d_cpu_direct(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
+                &conv2d_cpu_naive(&x, (n, ci, h, w), &wt, (co, ci, k, k), p, oh, ow),
             );
             let gy = rand(&mut rng, n * co * oh * ow);
             let wp = Conv2dWeightGradParams {
@@ -964,13 +976,18 @@ mod tests {
                     wp,
                     ColsReuse::NONE,
                 ),
-                &conv2d_weight_grad_cpu_direct(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
+                &conv2d_weight_grad_cpu_naive(&x, (n, ci, h, w), &gy, (n, co, oh, ow), wp),
             );
         }
+        // The table must keep exercising the direct kernels where this CPU runs them.
+        assert!(
+            !conv_direct::available() || (direct_forward >= 2 && direct_weight_grad >= 2),
+            "direct kernel cases: forward {direct_forward}, weight gradient {direct_weight_grad}"
+        );
     }
 
     /// A recorded forward keeps its im2col, the weight gradient takes it and matches the
-    /// direct loops; after an in-place write to the input the weight gradient lowers afresh
+    /// naive loops; after an in-place write to the input the weight gradient lowers afresh
     /// (and still matches); with grad mode off nothing is kept.
     #[test]
     fn kept_im2col_is_taken_by_the_weight_gradient_and_not_used_after_a_write() {
@@ -992,8 +1009,8 @@ mod tests {
         let w = Tensor::randn(0.0, 1.0, [co, ci, k, k], &mut rng, &dev);
         w.set_requires_grad(true);
         let gy = Tensor::randn(0.0, 1.0, [n, co, oh, oh], &mut rng, &dev);
-        let direct = |x: &Tensor| {
-            conv2d_weight_grad_cpu_direct(
+        let naive = |x: &Tensor| {
+            conv2d_weight_grad_cpu_naive(
                 &x.to_vec(),
                 (n, ci, h, h),
                 &gy.to_vec(),
@@ -1013,7 +1030,7 @@ mod tests {
             !cols_cache::contains(&key(&x)),
             "the weight gradient took it"
         );
-        close("dw from the kept im2col", &dw.to_vec(), &direct(&x));
+        close("dw from the kept im2col", &dw.to_vec(), &naive(&x));
 
         let _y = x.conv2d(&w, p).unwrap();
         let before_write = key(&x);
@@ -1026,7 +1043,7 @@ mod tests {
         .unwrap();
         assert_ne!(key(&x), before_write, "a write changes the key");
         let dw = x.conv2d_weight_grad(&gy, wp).unwrap();
-        close("dw after an in-place write", &dw.to_vec(), &direct(&x));
+        close("dw after an in-place write", &dw.to_vec(), &naive(&x));
         assert!(
             cols_cache::take(&before_write).is_some(),
             "the stale entry was not used"

@@ -206,7 +206,7 @@ pub fn conv_transpose2d_cost(x: &Shape, w: &Shape, out: &Shape) -> OpCost {
 #[allow(clippy::too_many_arguments)]
 // The plain loop is the reference the GEMM path is tested against (see `tests` below).
 #[cfg_attr(not(test), allow(dead_code))]
-fn conv_transpose2d_cpu_direct(
+fn conv_transpose2d_cpu_naive(
     x: &[f32],
     xs: (usize, usize, usize, usize),
     w: &[f32],
@@ -251,7 +251,7 @@ fn conv_transpose2d_cpu_direct(
 /// `cols[C_out*KH*KW, N*H*W] = W^T @ x'` with `W: [C_in, C_out*KH*KW]` (read transposed, no
 /// copy) and `x' = x` as `[C_in, N*H*W]`; then the scatter
 /// `out[n, co, ih*s - p + kh, iw*s - p + kw] += cols[(co*KH + kh)*KW + kw][n*H*W + ih*W + iw]`,
-/// ([`col2im`]). Same result as [`conv_transpose2d_cpu_direct`].
+/// ([`col2im`]). Same result as [`conv_transpose2d_cpu_naive`].
 #[allow(clippy::too_many_arguments)]
 fn conv_transpose2d_cpu_gemm(
     x: &[f32],
@@ -283,7 +283,7 @@ fn conv_transpose2d_cpu_gemm(
         );
         return out;
     }
-    let direct = conv_direct::DirectConvTranspose {
+    let direct = conv_direct::DirectConv {
         x: xs,
         c_out: co_n,
         kernel: (kh_n, kw_n),
@@ -504,10 +504,12 @@ mod tests {
     use super::*;
     use crate::tensor::Rng;
 
-    /// The GEMM + col2im path against the direct scatter loops it replaces, on odd shapes.
+    /// Every fast path (GEMM + col2im, the direct kernel by stride phase, the single matmul)
+    /// against the naive scatter loops, on odd shapes.
     #[test]
-    fn gemm_kernel_matches_direct_kernel() {
+    fn gemm_kernel_matches_naive_kernel() {
         let mut rng = Rng::new(11);
+        let mut direct_cases = 0;
         // (n, ci, h, w, co, k, stride, padding, output_padding)
         for (n, ci, h, w, co, k, s, pad, op) in [
             (3, 5, 7, 9, 4, 3, 2, 1, 1),
@@ -532,6 +534,14 @@ mod tests {
                 output_padding: [op, op],
             };
             let (oh, ow) = (p.out_size(h, k, 0).unwrap(), p.out_size(w, k, 1).unwrap());
+            direct_cases += conv_direct::conv_transpose2d_runs_direct(&conv_direct::DirectConv {
+                x: (n, ci, h, w),
+                c_out: co,
+                kernel: (k, k),
+                stride: s,
+                padding: pad,
+                out: (oh, ow),
+            }) as usize;
             let x: Vec<f32> = (0..n * ci * h * w)
                 .map(|_| rng.uniform(-1.0, 1.0))
                 .collect();
@@ -540,13 +550,18 @@ mod tests {
                 .collect();
             let got = conv_transpose2d_cpu_gemm(&x, (n, ci, h, w), &wt, (ci, co, k, k), p, oh, ow);
             let want =
-                conv_transpose2d_cpu_direct(&x, (n, ci, h, w), &wt, (ci, co, k, k), p, oh, ow);
+                conv_transpose2d_cpu_naive(&x, (n, ci, h, w), &wt, (ci, co, k, k), p, oh, ow);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "case n{n} ci{ci} {h}x{w} k{k} s{s}: [{i}] gemm {g} direct {w}"
+                    "case n{n} ci{ci} {h}x{w} k{k} s{s}: [{i}] fast path {g} naive {w}"
                 );
             }
         }
+        // The table must keep exercising the direct kernel where this CPU runs it.
+        assert!(
+            !conv_direct::available() || direct_cases >= 4,
+            "only {direct_cases} cases took the direct kernel"
+        );
     }
 }

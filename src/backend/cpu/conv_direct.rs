@@ -18,7 +18,7 @@
 //! straight into the NCHW output. Tasks take ranges of 8-position groups and run every
 //! 32-channel weight panel over them (a panel, `taps * 128` bytes, stays in L2).
 //!
-//! The naive loop it must equal is `conv2d_cpu_direct` in `ops/conv2d.rs` (tests there).
+//! The naive loop it must equal is `conv2d_cpu_naive` in `ops/conv2d.rs` (tests there).
 
 use super::{pool, SendPtr};
 use rayon::prelude::*;
@@ -44,7 +44,9 @@ pub fn available() -> bool {
     }
 }
 
-/// Geometry of one convolution.
+/// Geometry of one convolution, or of one transposed convolution (then `x` is its input,
+/// `c_out` its output channels, `out` its output size with output padding included, and the
+/// weight is in PyTorch's `[C_in, C_out, KH, KW]` layout).
 #[derive(Clone, Copy, Debug)]
 pub struct DirectConv {
     /// Input `(N, C_in, H, W)`.
@@ -69,7 +71,7 @@ pub const MIN_TAPS: usize = 64;
 /// `conv2d(x, w)` by the direct kernel; `None` when the CPU lacks AVX-512 or the convolution
 /// has fewer than [`MIN_TAPS`] taps (the caller then takes the im2col path).
 pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
-    if !available() || g.x.1 * g.kernel.0 * g.kernel.1 < MIN_TAPS {
+    if !conv2d_runs_direct(&g) {
         return None;
     }
     let (n_n, ci_n, h, wd) = g.x;
@@ -129,6 +131,25 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     pool::recycle(w_packed);
     return_address_table(offsets);
     Some(out)
+}
+
+/// Whether [`conv2d`] takes this geometry: AVX-512 and at least [`MIN_TAPS`] taps.
+pub fn conv2d_runs_direct(g: &DirectConv) -> bool {
+    available() && g.x.1 * g.kernel.0 * g.kernel.1 >= MIN_TAPS
+}
+
+/// Whether [`conv_transpose2d`] takes this geometry: AVX-512, a kernel at least the stride,
+/// 16+ output channels and at least [`MIN_TAPS`] taps in its smallest stride phase.
+pub fn conv_transpose2d_runs_direct(g: &DirectConv) -> bool {
+    let s = g.stride;
+    let (kh, kw) = g.kernel;
+    let smallest_phase = |k: usize| (k + 1 - s).div_ceil(s);
+    available()
+        && s >= 1
+        && kh >= s
+        && kw >= s
+        && g.c_out >= 16
+        && g.x.1 * smallest_phase(kh) * smallest_phase(kw) >= MIN_TAPS
 }
 
 /// Whether [`conv2d_weight_grad`] takes this geometry (the forward then keeps no im2col for
@@ -218,23 +239,6 @@ fn pad_input(
     Some(buf)
 }
 
-/// Geometry of one transposed convolution (PyTorch's weight layout `[C_in, C_out, KH, KW]`).
-#[derive(Clone, Copy, Debug)]
-pub struct DirectConvTranspose {
-    /// Input `(N, C_in, H, W)`.
-    pub x: (usize, usize, usize, usize),
-    /// Output channels.
-    pub c_out: usize,
-    /// Kernel `(KH, KW)`.
-    pub kernel: (usize, usize),
-    /// Stride (both axes).
-    pub stride: usize,
-    /// Padding (both axes).
-    pub padding: usize,
-    /// Output `(OH, OW)` (output padding included).
-    pub out: (usize, usize),
-}
-
 /// `conv_transpose2d(x, w)` by the direct kernel, one stride phase at a time; `None` when the
 /// CPU lacks AVX-512, the kernel is smaller than the stride, a phase has fewer than
 /// [`MIN_TAPS`] taps or there are fewer than 16 output channels (a 32-channel tile would be
@@ -248,18 +252,13 @@ pub struct DirectConvTranspose {
 /// zero border (PT/PL rows/columns before, enough after), weights `w[ci, co, r+s*a, r'+s*b]`,
 /// and its results land on every s-th output row and column. No col2im, no accumulation:
 /// each output value is written once.
-pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConvTranspose) -> Option<Vec<f32>> {
+pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     let (n_n, ci_n, h, wd) = g.x;
     let (kh_n, kw_n) = g.kernel;
     let (oh_n, ow_n) = g.out;
     let (s, p) = (g.stride, g.padding);
     let phase_taps = |k: usize, r: usize| (k - r).div_ceil(s);
-    if !available()
-        || kh_n < s
-        || kw_n < s
-        || g.c_out < 16
-        || ci_n * phase_taps(kh_n, s - 1) * phase_taps(kw_n, s - 1) < MIN_TAPS
-    {
+    if !conv_transpose2d_runs_direct(&g) {
         return None;
     }
     assert_eq!(x.len(), n_n * ci_n * h * wd, "conv_transpose_direct: x");
