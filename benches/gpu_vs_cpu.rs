@@ -41,6 +41,26 @@ fn time_ms(dev: &Device, reps: usize, f: &dyn Fn() -> Tensor) -> f64 {
     times[times.len() / 2]
 }
 
+/// Kernel throughput on the GPU: median over `reps` of `count` products queued back to back
+/// with one wait at the end, per product. Each single timing of `time_ms` also pays one submit
+/// and one readback (tens of microseconds), which is most of a 1024^3 product on a large GPU.
+fn time_queued_ms(dev: &Device, reps: usize, count: usize, f: &dyn Fn() -> Tensor) -> f64 {
+    drop(f());
+    dev.synchronize().expect("gpu");
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let ys: Vec<Tensor> = (0..count).map(|_| f()).collect();
+            dev.synchronize().expect("gpu");
+            let ms = t.elapsed().as_secs_f64() * 1e3 / count as f64;
+            drop(ys);
+            ms
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn gflops(flops: f64, ms: f64) -> String {
     if flops > 0.0 {
         format!("{:9.2}", flops / ms / 1e6)
@@ -193,14 +213,27 @@ fn main() {
     for &n in sizes {
         let a = Tensor::randn(0.0, 1.0, [n, n], &mut rng, &cpu);
         let b = Tensor::randn(0.0, 1.0, [n, n], &mut rng, &cpu);
+        let flops = 2.0 * (n * n * n) as f64;
+        let product = |t: &[Tensor]| t[0].matmul(&t[1]).unwrap();
         compare(
             &gpu,
             reps,
             "matmul",
             &format!("{n}^3"),
-            2.0 * (n * n * n) as f64,
-            &[a, b],
-            &|t| t[0].matmul(&t[1]).unwrap(),
+            flops,
+            &[a.clone(), b.clone()],
+            &product,
+        );
+        // The same product 10 times in one submission: the kernel's own throughput.
+        let on_gpu = [a.to_device(&gpu).unwrap(), b.to_device(&gpu).unwrap()];
+        let cpu_ms = time_ms(&cpu, reps, &|| product(&[a.clone(), b.clone()]));
+        let gpu_ms = time_queued_ms(&gpu, reps, 10, &|| product(&on_gpu));
+        row(
+            "matmul, 10 queued",
+            &format!("{n}^3"),
+            cpu_ms,
+            gpu_ms,
+            flops,
         );
     }
 

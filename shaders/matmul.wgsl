@@ -15,6 +15,15 @@
 // operand has; then every thread does 16 x 4 x 4 multiply-adds from workgroup memory.
 // Dispatch: (ceil(N / 64), ceil(M / 64), batch).
 //
+// Large products: `matmul_128`, a workgroup of 16 x 16 threads computing a 128 x 128 block with
+// 8 x 8 accumulators per thread (rows 4 ty + r and 64 + 4 ty + r, columns 4 tx + c and
+// 64 + 4 tx + c, r, c < 4): a thread's four rows (columns) are one vec4 of workgroup memory, so
+// each k step reads 4 vec4 for 64 multiply-adds (`matmul` reads 8 scalars for 16). When the
+// product has too few 128 x 128 blocks to fill a large GPU, it is split along K: workgroup layer
+// z = split * batch_count + b sums k in [split * k_chunk, (split + 1) * k_chunk) into its own
+// [M, N] block out[z * M * N + m * N + n]; the caller sums the layers.
+// Dispatch: (ceil(N / 128), ceil(M / 128), k_split * batch).
+//
 // Skinny products (M or N below 16), where most of a 64 x 64 tile would be padding:
 // `matmul_dot`: few outputs, long K: one workgroup per output element, 256 threads stride over
 //   k, then a tree reduction in workgroup memory. Dispatch: (x, y) covering M * N, batch.
@@ -26,6 +35,10 @@ struct MatmulParams {
     n: u32,
     k: u32,
     batch_rank: u32,
+    k_split: u32,
+    k_chunk: u32,
+    pad0: u32,
+    pad1: u32,
     batch_dims: vec4<u32>,
     lhs_batch_strides: vec4<u32>,
     rhs_batch_strides: vec4<u32>,
@@ -149,6 +162,101 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
             let gn = col0 + lid.x + 16u * j;
             if (gm < p.m && gn < p.n) {
                 out[out_base + gm * p.n + gn] = acc[i][j];
+            }
+        }
+    }
+}
+
+// a_wide[kk * WIDE_ROW + mm / 4][mm % 4] = A[row0 + mm, k0 + kk];
+// b_wide[kk * WIDE_ROW + nn / 4][nn % 4] = B[k0 + kk, col0 + nn]. Rows of 32 vec4 padded to 33
+// so that the stores of a tile whose operand runs along k do not all land in one bank.
+const WIDE_TILE: u32 = 128u;
+const WIDE_ROW: u32 = 33u;
+var<workgroup> a_wide: array<vec4<f32>, 528>;
+var<workgroup> b_wide: array<vec4<f32>, 528>;
+
+// matmul_128: out[z * M * N + m * N + n] = sum over this layer's k of A[b, m, k] * B[b, k, n]
+// (z = split * batch_count + b; with k_split = 1, z = b and the sum is the whole product).
+// Dispatch (ceil(N / 128), ceil(M / 128), k_split * batch_count).
+@compute @workgroup_size(16, 16, 1)
+fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let batch_count = nwg.z / p.k_split;
+    let batch = wid.z % batch_count;
+    let split = wid.z / batch_count;
+    let bases = batch_bases(batch);
+    let row0 = wid.y * WIDE_TILE;
+    let col0 = wid.x * WIDE_TILE;
+    let k_begin = split * p.k_chunk;
+    let k_end = min(k_begin + p.k_chunk, p.k);
+    let t = lid.y * 16u + lid.x;
+
+    var acc: array<vec4<f32>, 16>;
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        // Stage 128 x 16 of A and 16 x 128 of B: 8 + 8 elements per thread, consecutive
+        // threads on consecutive addresses of whichever layout each operand has.
+        for (var r = 0u; r < 8u; r++) {
+            let e = t + r * 256u;
+            var mm = e / TILE_K;
+            var kk = e % TILE_K;
+            if (LHS_T) {
+                kk = e / WIDE_TILE;
+                mm = e % WIDE_TILE;
+            }
+            let gm = row0 + mm;
+            let gk = k0 + kk;
+            var a = 0.0;
+            if (gm < p.m && gk < k_end) {
+                a = lhs_at(bases.x, gm, gk);
+            }
+            a_wide[kk * WIDE_ROW + mm / 4u][mm % 4u] = a;
+            var kb = e / WIDE_TILE;
+            var nn = e % WIDE_TILE;
+            if (RHS_T) {
+                nn = e / TILE_K;
+                kb = e % TILE_K;
+            }
+            let gn = col0 + nn;
+            let gkb = k0 + kb;
+            var b = 0.0;
+            if (gkb < k_end && gn < p.n) {
+                b = rhs_at(bases.y, gkb, gn);
+            }
+            b_wide[kb * WIDE_ROW + nn / 4u][nn % 4u] = b;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let a_lo = a_wide[kk * WIDE_ROW + lid.y];
+            let a_hi = a_wide[kk * WIDE_ROW + 16u + lid.y];
+            let b_lo = b_wide[kk * WIDE_ROW + lid.x];
+            let b_hi = b_wide[kk * WIDE_ROW + 16u + lid.x];
+            for (var r = 0u; r < 4u; r++) {
+                let x_lo = vec4<f32>(a_lo[r]);
+                let x_hi = vec4<f32>(a_hi[r]);
+                acc[2u * r] = fma(x_lo, b_lo, acc[2u * r]);
+                acc[2u * r + 1u] = fma(x_lo, b_hi, acc[2u * r + 1u]);
+                acc[8u + 2u * r] = fma(x_hi, b_lo, acc[8u + 2u * r]);
+                acc[9u + 2u * r] = fma(x_hi, b_hi, acc[9u + 2u * r]);
+            }
+        }
+        workgroupBarrier();
+    }
+    // acc[2 i + h][c] is out row (i < 4: 4 ty + i, else 64 + 4 ty + i - 4), column
+    // 64 h + 4 tx + c.
+    let out_base = wid.z * p.m * p.n;
+    for (var i = 0u; i < 8u; i++) {
+        let gm = row0 + (i / 4u) * 64u + 4u * lid.y + i % 4u;
+        if (gm >= p.m) {
+            continue;
+        }
+        for (var h = 0u; h < 2u; h++) {
+            let v = acc[2u * i + h];
+            for (var c = 0u; c < 4u; c++) {
+                let gn = col0 + 64u * h + 4u * lid.x + c;
+                if (gn < p.n) {
+                    out[out_base + gm * p.n + gn] = v[c];
+                }
             }
         }
     }

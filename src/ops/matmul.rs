@@ -38,6 +38,68 @@ const MATMUL_THREAD: KernelSpec = KernelSpec {
     storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
     uniform: 3,
 };
+const MATMUL_128: KernelSpec = KernelSpec {
+    shader: &MATMUL_WGSL,
+    entry: "matmul_128",
+    storage: &[(0, Access::Read), (1, Access::Read), (2, Access::ReadWrite)],
+    uniform: 3,
+};
+/// Output rows and columns per workgroup of `matmul.wgsl`'s `matmul_128`.
+const WIDE_TILE: usize = 128;
+/// Workgroups that fill a large GPU (two per SM of a 132-SM H100/H200, about): a product with
+/// fewer 128 x 128 blocks than this is split along K (when K is long enough), or takes the
+/// 64 x 64 kernel.
+const FILL_WORKGROUPS: usize = 256;
+/// Inner-dim elements each split-K layer gets at least (16 steps of the K loop).
+const MIN_K_CHUNK: usize = 256;
+
+/// How `matmul_gpu` runs a product of this size: which kernel and, for `matmul_128`, how many
+/// split-K layers and the inner-dim elements per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MatmulPlan {
+    /// `matmul_dot`: one workgroup per output element.
+    Dot,
+    /// `matmul_thread`: one thread per output element.
+    Thread,
+    /// `matmul`: 64 x 64 blocks, 4 x 4 per thread.
+    Tile64,
+    /// `matmul_128`: 128 x 128 blocks, 8 x 8 per thread, `k_split` layers of `k_chunk`.
+    Tile128 { k_split: usize, k_chunk: usize },
+}
+
+impl MatmulPlan {
+    fn choose(m: usize, k: usize, n: usize, batches: usize) -> MatmulPlan {
+        if m.min(n) < SKINNY {
+            return if m * n <= 4096 && k >= 256 {
+                MatmulPlan::Dot
+            } else {
+                MatmulPlan::Thread
+            };
+        }
+        if m.min(n) < WIDE_TILE {
+            return MatmulPlan::Tile64;
+        }
+        let blocks = m.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batches;
+        if blocks >= FILL_WORKGROUPS {
+            return MatmulPlan::Tile128 {
+                k_split: 1,
+                k_chunk: k,
+            };
+        }
+        // Too few blocks: split K into layers of at least MIN_K_CHUNK (a multiple of the
+        // kernel's K step, 16) when K is long, otherwise more, smaller 64 x 64 blocks.
+        let k_split = FILL_WORKGROUPS.div_ceil(blocks).min(k / MIN_K_CHUNK);
+        if k_split < 2 {
+            return MatmulPlan::Tile64;
+        }
+        let k_chunk = k.div_ceil(k_split).next_multiple_of(16);
+        MatmulPlan::Tile128 {
+            k_split: k.div_ceil(k_chunk),
+            k_chunk,
+        }
+    }
+}
+
 /// Output rows and columns per workgroup of `matmul.wgsl`.
 const MATMUL_TILE: usize = 64;
 /// Below this many rows or columns a 64 x 64 tile would be mostly padding: the product takes
@@ -78,12 +140,21 @@ pub(crate) fn matmul_gpu(
         // An empty inner dim: the product is zero.
         return Ok(dev.zeros("matmul", batches * m * n));
     }
-    let out = dev.alloc("matmul", batches * m * n);
+    let plan = MatmulPlan::choose(m, k, n, batches);
+    let (k_split, k_chunk) = match plan {
+        MatmulPlan::Tile128 { k_split, k_chunk } => (k_split, k_chunk),
+        _ => (1, k),
+    };
+    let out = dev.alloc("matmul", k_split * batches * m * n);
     let params = MatmulParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,
         batch_rank: bdims.len() as u32,
+        k_split: k_split as u32,
+        k_chunk: k_chunk as u32,
+        pad0: 0,
+        pad1: 0,
         batch_dims: pack4(&bdims),
         lhs_batch_strides: pack4(&bstrides[0]),
         rhs_batch_strides: pack4(&bstrides[1]),
@@ -94,21 +165,34 @@ pub(crate) fn matmul_gpu(
         ("RHS_T", flag(layout.rhs_transposed)),
     ];
     let bufs = [lhs, rhs, &out];
-    if m.min(n) < SKINNY && m * n <= 4096 && k >= 256 {
-        let [x, y, _] = groups_for(m * n, 1);
-        let groups = [x, y, batches as u32];
-        dev.dispatch("matmul", &MATMUL_DOT, &constants, &params, &bufs, groups);
-    } else if m.min(n) < SKINNY {
-        let [x, y, _] = groups_for(m * n, WORKGROUP);
-        let groups = [x, y, batches as u32];
-        dev.dispatch("matmul", &MATMUL_THREAD, &constants, &params, &bufs, groups);
-    } else {
-        let groups = [
-            n.div_ceil(MATMUL_TILE) as u32,
-            m.div_ceil(MATMUL_TILE) as u32,
-            batches as u32,
-        ];
-        dev.dispatch("matmul", &MATMUL, &constants, &params, &bufs, groups);
+    let tiles = |tile: usize| [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32];
+    match plan {
+        MatmulPlan::Dot => {
+            let [x, y, _] = groups_for(m * n, 1);
+            let groups = [x, y, batches as u32];
+            dev.dispatch("matmul", &MATMUL_DOT, &constants, &params, &bufs, groups);
+        }
+        MatmulPlan::Thread => {
+            let [x, y, _] = groups_for(m * n, WORKGROUP);
+            let groups = [x, y, batches as u32];
+            dev.dispatch("matmul", &MATMUL_THREAD, &constants, &params, &bufs, groups);
+        }
+        MatmulPlan::Tile64 => {
+            let [x, y] = tiles(MATMUL_TILE);
+            let groups = [x, y, batches as u32];
+            dev.dispatch("matmul", &MATMUL, &constants, &params, &bufs, groups);
+        }
+        MatmulPlan::Tile128 { .. } => {
+            let [x, y] = tiles(WIDE_TILE);
+            let groups = [x, y, (k_split * batches) as u32];
+            dev.dispatch("matmul", &MATMUL_128, &constants, &params, &bufs, groups);
+        }
+    }
+    dev.check("matmul")?;
+    if k_split > 1 {
+        // The layers' [batch, M, N] blocks, summed over the first dim.
+        let partial = Shape::from([k_split, batches * m * n]);
+        return super::reduce::sum_gpu(&out, &partial, &[0]);
     }
     dev.check("matmul")?;
     Ok(out)
@@ -394,6 +478,70 @@ impl Tensor {
 mod tests {
     use super::*;
     use crate::tensor::Rng;
+
+    /// The shapes of tests/gpu_ops.rs's matmul parity test reach every GPU kernel, the split
+    /// ones with layers that cover K exactly once; and the benchmark sizes take the planned
+    /// kernels (1024^3 split in four, 2048^3 whole).
+    #[test]
+    fn gpu_plans_of_the_parity_shapes() {
+        use MatmulPlan::*;
+        let cases = [
+            ((1, 1, 1, 1), Thread),
+            ((1, 513, 1, 1), Dot),
+            ((65, 17, 130, 1), Tile64),
+            (
+                (2001, 37, 1931, 1),
+                Tile128 {
+                    k_split: 1,
+                    k_chunk: 37,
+                },
+            ),
+            (
+                (200, 1100, 150, 1),
+                Tile128 {
+                    k_split: 4,
+                    k_chunk: 288,
+                },
+            ),
+            (
+                (130, 600, 129, 3),
+                Tile128 {
+                    k_split: 2,
+                    k_chunk: 304,
+                },
+            ),
+            (
+                (1024, 1024, 1024, 1),
+                Tile128 {
+                    k_split: 4,
+                    k_chunk: 256,
+                },
+            ),
+            (
+                (2048, 2048, 2048, 1),
+                Tile128 {
+                    k_split: 1,
+                    k_chunk: 2048,
+                },
+            ),
+            (
+                (512, 512, 512, 1),
+                Tile128 {
+                    k_split: 2,
+                    k_chunk: 256,
+                },
+            ),
+            ((300, 300, 300, 1), Tile64),
+        ];
+        for ((m, k, n, b), want) in cases {
+            let plan = MatmulPlan::choose(m, k, n, b);
+            assert_eq!(plan, want, "{m}x{k}x{n} batch {b}");
+            if let Tile128 { k_split, k_chunk } = plan {
+                assert!(k_chunk % 16 == 0 || k_split == 1);
+                assert!((k_split - 1) * k_chunk < k && k_split * k_chunk >= k);
+            }
+        }
+    }
 
     /// The GEMM path against the naive loop, with a broadcast batch dim.
     #[test]
