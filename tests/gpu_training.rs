@@ -244,6 +244,44 @@ fn gpu_standing_statistics_match_the_cpu() {
         .try_to_vec()
         .unwrap();
     common::assert_close("eval-mode samples", &got, &want, 1e-4, 1e-3);
+    // Noise drawn on the CPU (as `--eval-every`'s monitor and `sample` draw it) is taken over.
+    let got = gpu_g.generate(&z, Some(&labels)).unwrap();
+    assert_eq!(got.device(), gpu, "samples stay on G's device");
+    common::assert_close("CPU noise", &got.try_to_vec().unwrap(), &want, 1e-4, 1e-3);
+}
+
+/// `ganforge train --device gpu --eval-every N` measures the generator during training (the
+/// monitor draws its noise on the CPU; the first real-GPU run stopped there with "tensors on
+/// different devices").
+#[test]
+fn gpu_train_with_eval_every_logs_the_measures() {
+    if gpu_or_skip("gpu_train_with_eval_every_logs_the_measures").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ganforge-gpu-eval-every-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ganforge"))
+        .args([
+            "train", "--device", "gpu", "--data", "ring8", "--steps", "20",
+        ])
+        .args(["--batch-size", "32", "--hidden", "16", "--eval-every", "10"])
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .expect("run ganforge");
+    assert!(
+        out.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = ganforge::io::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    let measured: Vec<u64> = rows
+        .iter()
+        .filter(|(_, v)| v.contains_key("modes_covered_ring8"))
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(measured, vec![10, 20]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

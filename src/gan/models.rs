@@ -467,9 +467,19 @@ impl Generator {
 
     /// Samples for display or export: `G(z, y)` in eval mode (batch norm uses its running
     /// statistics) without recording a graph. Images are in `[-1, 1]`, `[N, C, H, W]`;
-    /// points are `[N, 2]`. The previous mode is restored afterwards.
+    /// points are `[N, 2]`, on G's device; `z` may live on another device (it is copied over,
+    /// e.g. noise drawn on the CPU so that every device sees the same numbers). The previous
+    /// mode is restored afterwards.
     pub fn generate(&self, z: &Tensor, labels: Option<&[usize]>) -> Result<Tensor> {
         let _g = no_grad();
+        let dev = self.main.parameters()[0].device();
+        let moved;
+        let z = if z.device() == dev {
+            z
+        } else {
+            moved = z.to_device(&dev)?;
+            &moved
+        };
         let was_training = self.is_training();
         self.main.set_training(false);
         let out = self.forward_with_labels(z, labels);
