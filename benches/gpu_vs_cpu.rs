@@ -2,7 +2,7 @@
 //! `../shared/anchors/perf.md`), then whole W1 training steps, printed as one table:
 //! op, shape, CPU ms, GPU ms, GFLOP/s on each.
 //!
-//! Run: `cargo bench --bench gpu_vs_cpu [-- --batch N --reps R --steps S --big]`
+//! Run: `cargo bench --bench gpu_vs_cpu [-- --batch N --reps R --steps S --big --matmul-only]`
 //! (defaults: batch 64, 5 reps, 5 steps; `--big` adds W2's 64x64 layers and matmul 2048-4096).
 //! Times are medians after one untimed warm-up. A GPU timing ends with
 //! `Device::synchronize` (a readback that waits for the queue), so the GPU has finished the
@@ -165,6 +165,7 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let (mut batch, mut reps, mut steps, mut big) = (64usize, 5usize, 5usize, false);
+    let mut matmul_only = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -177,7 +178,10 @@ fn main() {
             "--reps" => reps = value(),
             "--steps" => steps = value(),
             "--big" => big = true,
-            other => panic!("unknown argument {other}: --batch N --reps R --steps S --big"),
+            "--matmul-only" => matmul_only = true,
+            other => {
+                panic!("unknown argument {other}: --batch N --reps R --steps S --big --matmul-only")
+            }
         }
     }
     let gpu = match Device::gpu() {
@@ -237,6 +241,9 @@ fn main() {
         );
     }
 
+    if matmul_only {
+        return;
+    }
     // (name, c_in, h, c_out, k, stride, padding): conv2d layers of the discriminators.
     let mut convs = vec![
         ("W1 D.c1", 1, 28, 64, 4, 2, 1),

@@ -18,11 +18,10 @@
 // Large products: `matmul_128`, a workgroup of 16 x 16 threads computing a 128 x 128 block with
 // 8 x 8 accumulators per thread (rows 4 ty + r and 64 + 4 ty + r, columns 4 tx + c and
 // 64 + 4 tx + c, r, c < 4): a thread's four rows (columns) are one vec4 of workgroup memory, so
-// each k step reads 4 vec4 for 64 multiply-adds (`matmul` reads 8 scalars for 16). When the
-// product has too few 128 x 128 blocks to fill a large GPU, it is split along K: workgroup layer
-// z = split * batch_count + b sums k in [split * k_chunk, (split + 1) * k_chunk) into its own
-// [M, N] block out[z * M * N + m * N + n]; the caller sums the layers.
-// Dispatch: (ceil(N / 128), ceil(M / 128), k_split * batch).
+// each k step reads 4 vec4 for 64 multiply-adds (`matmul` reads 8 scalars for 16). It takes
+// products of at least 64 such blocks (src/ops/matmul.rs); smaller ones fill a large GPU
+// better with the 64 x 64 kernel's 4x more workgroups.
+// Dispatch: (ceil(N / 128), ceil(M / 128), batch).
 //
 // Skinny products (M or N below 16), where most of a 64 x 64 tile would be padding:
 // `matmul_dot`: few outputs, long K: one workgroup per output element, 256 threads stride over
@@ -35,10 +34,6 @@ struct MatmulParams {
     n: u32,
     k: u32,
     batch_rank: u32,
-    k_split: u32,
-    k_chunk: u32,
-    pad0: u32,
-    pad1: u32,
     batch_dims: vec4<u32>,
     lhs_batch_strides: vec4<u32>,
     rhs_batch_strides: vec4<u32>,
@@ -175,25 +170,19 @@ const WIDE_ROW: u32 = 33u;
 var<workgroup> a_wide: array<vec4<f32>, 528>;
 var<workgroup> b_wide: array<vec4<f32>, 528>;
 
-// matmul_128: out[z * M * N + m * N + n] = sum over this layer's k of A[b, m, k] * B[b, k, n]
-// (z = split * batch_count + b; with k_split = 1, z = b and the sum is the whole product).
-// Dispatch (ceil(N / 128), ceil(M / 128), k_split * batch_count).
+// matmul_128: out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]; lhs, rhs, out as for `matmul`.
+// Dispatch (ceil(N / 128), ceil(M / 128), batch).
 @compute @workgroup_size(16, 16, 1)
 fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let batch_count = nwg.z / p.k_split;
-    let batch = wid.z % batch_count;
-    let split = wid.z / batch_count;
+              @builtin(workgroup_id) wid: vec3<u32>) {
+    let batch = wid.z;
     let bases = batch_bases(batch);
     let row0 = wid.y * WIDE_TILE;
     let col0 = wid.x * WIDE_TILE;
-    let k_begin = split * p.k_chunk;
-    let k_end = min(k_begin + p.k_chunk, p.k);
     let t = lid.y * 16u + lid.x;
 
     var acc: array<vec4<f32>, 16>;
-    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         // Stage 128 x 16 of A and 16 x 128 of B: 8 + 8 elements per thread, consecutive
         // threads on consecutive addresses of whichever layout each operand has.
         for (var r = 0u; r < 8u; r++) {
@@ -207,7 +196,7 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
             let gm = row0 + mm;
             let gk = k0 + kk;
             var a = 0.0;
-            if (gm < p.m && gk < k_end) {
+            if (gm < p.m && gk < p.k) {
                 a = lhs_at(bases.x, gm, gk);
             }
             a_wide[kk * WIDE_ROW + mm / 4u][mm % 4u] = a;
@@ -220,7 +209,7 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
             let gn = col0 + nn;
             let gkb = k0 + kb;
             var b = 0.0;
-            if (gkb < k_end && gn < p.n) {
+            if (gkb < p.k && gn < p.n) {
                 b = rhs_at(bases.y, gkb, gn);
             }
             b_wide[kb * WIDE_ROW + nn / 4u][nn % 4u] = b;
@@ -244,7 +233,7 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
     }
     // acc[2 i + h][c] is out row (i < 4: 4 ty + i, else 64 + 4 ty + i - 4), column
     // 64 h + 4 tx + c.
-    let out_base = wid.z * p.m * p.n;
+    let out_base = batch * p.m * p.n;
     for (var i = 0u; i < 8u; i++) {
         let gm = row0 + (i / 4u) * 64u + 4u * lid.y + i % 4u;
         if (gm >= p.m) {

@@ -403,9 +403,8 @@ fn gpu_matmul_matches_the_cpu_in_every_layout() {
     };
     let mut r = rng(6);
     // Tiled (64 x 64 blocks), skinny (M or N < 16: one workgroup per output for long K, one
-    // thread per output otherwise), and `matmul_128` (128 x 128 blocks, 8 x 8 per thread): with
-    // 256 blocks whole, with fewer and a long K split into layers (a last layer shorter than the
-    // others; the plans are asserted in src/ops/matmul.rs's unit tests).
+    // thread per output otherwise), and `matmul_128` (128 x 128 blocks, 8 x 8 per thread, for
+    // products of 64 blocks or more; the plans are asserted in src/ops/matmul.rs's unit tests).
     for (m, k, n) in [
         (2001, 37, 1931),
         (200, 1100, 150),
@@ -444,10 +443,10 @@ fn gpu_matmul_matches_the_cpu_in_every_layout() {
         RED.0,
         RED.1,
     );
-    let a = randn(&mut r, &[3, 130, 600], 1.0);
+    let a = randn(&mut r, &[64, 130, 600], 1.0);
     let b = randn(&mut r, &[600, 129], 1.0);
     check_parity(
-        "batched split-K [3,130,600] @ [600,129]",
+        "batched matmul_128 [64,130,600] @ [600,129]",
         &gpu,
         &[a, b],
         &|t| t[0].matmul(&t[1]),

@@ -46,15 +46,25 @@ const MATMUL_128: KernelSpec = KernelSpec {
 };
 /// Output rows and columns per workgroup of `matmul.wgsl`'s `matmul_128`.
 const WIDE_TILE: usize = 128;
-/// Workgroups that fill a large GPU (two per SM of a 132-SM H100/H200, about): a product with
-/// fewer 128 x 128 blocks than this is split along K (when K is long enough), or takes the
-/// 64 x 64 kernel.
-const FILL_WORKGROUPS: usize = 256;
-/// Inner-dim elements each split-K layer gets at least (16 steps of the K loop).
-const MIN_K_CHUNK: usize = 256;
+/// Products with at least this many 128 x 128 blocks take `matmul_128`; smaller ones the 64 x 64
+/// kernel, whose 4x more workgroups fill a large GPU better. Measured on an H200 (BENCHMARKS.md):
+/// 1024^3 (64 blocks) runs at 20.5 TFLOP/s whole in `matmul_128`, 14.4 in 64 x 64 blocks, and
+/// 14.3 split along K into 4 layers summed afterwards (so there is no split-K).
+/// `GANFORGE_MATMUL_128_MIN_BLOCKS=B` sets it to re-measure on another GPU.
+const WIDE_MIN_BLOCKS: usize = 64;
 
-/// How `matmul_gpu` runs a product of this size: which kernel and, for `matmul_128`, how many
-/// split-K layers and the inner-dim elements per layer.
+/// [`WIDE_MIN_BLOCKS`], or the value of `GANFORGE_MATMUL_128_MIN_BLOCKS` (read once).
+fn wide_min_blocks() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("GANFORGE_MATMUL_128_MIN_BLOCKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(WIDE_MIN_BLOCKS)
+    })
+}
+
+/// Which `matmul.wgsl` kernel `matmul_gpu` runs a product of this size with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MatmulPlan {
     /// `matmul_dot`: one workgroup per output element.
@@ -63,12 +73,17 @@ enum MatmulPlan {
     Thread,
     /// `matmul`: 64 x 64 blocks, 4 x 4 per thread.
     Tile64,
-    /// `matmul_128`: 128 x 128 blocks, 8 x 8 per thread, `k_split` layers of `k_chunk`.
-    Tile128 { k_split: usize, k_chunk: usize },
+    /// `matmul_128`: 128 x 128 blocks, 8 x 8 per thread.
+    Tile128,
 }
 
 impl MatmulPlan {
     fn choose(m: usize, k: usize, n: usize, batches: usize) -> MatmulPlan {
+        MatmulPlan::choose_with(m, k, n, batches, wide_min_blocks())
+    }
+
+    /// The plan when products of at least `min_blocks` 128 x 128 blocks take `matmul_128`.
+    fn choose_with(m: usize, k: usize, n: usize, batches: usize, min_blocks: usize) -> MatmulPlan {
         if m.min(n) < SKINNY {
             return if m * n <= 4096 && k >= 256 {
                 MatmulPlan::Dot
@@ -76,26 +91,11 @@ impl MatmulPlan {
                 MatmulPlan::Thread
             };
         }
-        if m.min(n) < WIDE_TILE {
-            return MatmulPlan::Tile64;
-        }
         let blocks = m.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batches;
-        if blocks >= FILL_WORKGROUPS {
-            return MatmulPlan::Tile128 {
-                k_split: 1,
-                k_chunk: k,
-            };
-        }
-        // Too few blocks: split K into layers of at least MIN_K_CHUNK (a multiple of the
-        // kernel's K step, 16) when K is long, otherwise more, smaller 64 x 64 blocks.
-        let k_split = FILL_WORKGROUPS.div_ceil(blocks).min(k / MIN_K_CHUNK);
-        if k_split < 2 {
-            return MatmulPlan::Tile64;
-        }
-        let k_chunk = k.div_ceil(k_split).next_multiple_of(16);
-        MatmulPlan::Tile128 {
-            k_split: k.div_ceil(k_chunk),
-            k_chunk,
+        if m.min(n) >= WIDE_TILE && blocks >= min_blocks {
+            MatmulPlan::Tile128
+        } else {
+            MatmulPlan::Tile64
         }
     }
 }
@@ -141,20 +141,12 @@ pub(crate) fn matmul_gpu(
         return Ok(dev.zeros("matmul", batches * m * n));
     }
     let plan = MatmulPlan::choose(m, k, n, batches);
-    let (k_split, k_chunk) = match plan {
-        MatmulPlan::Tile128 { k_split, k_chunk } => (k_split, k_chunk),
-        _ => (1, k),
-    };
-    let out = dev.alloc("matmul", k_split * batches * m * n);
+    let out = dev.alloc("matmul", batches * m * n);
     let params = MatmulParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,
         batch_rank: bdims.len() as u32,
-        k_split: k_split as u32,
-        k_chunk: k_chunk as u32,
-        pad0: 0,
-        pad1: 0,
         batch_dims: pack4(&bdims),
         lhs_batch_strides: pack4(&bstrides[0]),
         rhs_batch_strides: pack4(&bstrides[1]),
@@ -182,17 +174,11 @@ pub(crate) fn matmul_gpu(
             let groups = [x, y, batches as u32];
             dev.dispatch("matmul", &MATMUL, &constants, &params, &bufs, groups);
         }
-        MatmulPlan::Tile128 { .. } => {
+        MatmulPlan::Tile128 => {
             let [x, y] = tiles(WIDE_TILE);
-            let groups = [x, y, (k_split * batches) as u32];
+            let groups = [x, y, batches as u32];
             dev.dispatch("matmul", &MATMUL_128, &constants, &params, &bufs, groups);
         }
-    }
-    dev.check("matmul")?;
-    if k_split > 1 {
-        // The layers' [batch, M, N] blocks, summed over the first dim.
-        let partial = Shape::from([k_split, batches * m * n]);
-        return super::reduce::sum_gpu(&out, &partial, &[0]);
     }
     dev.check("matmul")?;
     Ok(out)
@@ -479,9 +465,8 @@ mod tests {
     use super::*;
     use crate::tensor::Rng;
 
-    /// The shapes of tests/gpu_ops.rs's matmul parity test reach every GPU kernel, the split
-    /// ones with layers that cover K exactly once; and the benchmark sizes take the planned
-    /// kernels (1024^3 split in four, 2048^3 whole).
+    /// The shapes of tests/gpu_ops.rs's matmul parity test reach every GPU kernel, and the
+    /// benchmark sizes take the measured ones (1024^3 and up: `matmul_128`).
     #[test]
     fn gpu_plans_of_the_parity_shapes() {
         use MatmulPlan::*;
@@ -489,57 +474,15 @@ mod tests {
             ((1, 1, 1, 1), Thread),
             ((1, 513, 1, 1), Dot),
             ((65, 17, 130, 1), Tile64),
-            (
-                (2001, 37, 1931, 1),
-                Tile128 {
-                    k_split: 1,
-                    k_chunk: 37,
-                },
-            ),
-            (
-                (200, 1100, 150, 1),
-                Tile128 {
-                    k_split: 4,
-                    k_chunk: 288,
-                },
-            ),
-            (
-                (130, 600, 129, 3),
-                Tile128 {
-                    k_split: 2,
-                    k_chunk: 304,
-                },
-            ),
-            (
-                (1024, 1024, 1024, 1),
-                Tile128 {
-                    k_split: 4,
-                    k_chunk: 256,
-                },
-            ),
-            (
-                (2048, 2048, 2048, 1),
-                Tile128 {
-                    k_split: 1,
-                    k_chunk: 2048,
-                },
-            ),
-            (
-                (512, 512, 512, 1),
-                Tile128 {
-                    k_split: 2,
-                    k_chunk: 256,
-                },
-            ),
-            ((300, 300, 300, 1), Tile64),
+            ((2001, 37, 1931, 1), Tile128),
+            ((130, 600, 129, 64), Tile128),
+            ((200, 1100, 150, 1), Tile64),
+            ((1024, 1024, 1024, 1), Tile128),
+            ((512, 512, 512, 1), Tile64),
         ];
         for ((m, k, n, b), want) in cases {
-            let plan = MatmulPlan::choose(m, k, n, b);
+            let plan = MatmulPlan::choose_with(m, k, n, b, WIDE_MIN_BLOCKS);
             assert_eq!(plan, want, "{m}x{k}x{n} batch {b}");
-            if let Tile128 { k_split, k_chunk } = plan {
-                assert!(k_chunk % 16 == 0 || k_split == 1);
-                assert!((k_split - 1) * k_chunk < k && k_split * k_chunk >= k);
-            }
         }
     }
 

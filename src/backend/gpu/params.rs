@@ -189,15 +189,6 @@ param_blocks! {
         k: u32,
         /// Merged batch rank (0..=4).
         batch_rank: u32,
-        /// Split-K layers of `matmul_128` (1: none): layer `z` sums its `k_chunk` of the inner
-        /// dim into its own `[batch, M, N]` block of the output.
-        k_split: u32,
-        /// Inner-dim elements per split-K layer (a multiple of 16).
-        k_chunk: u32,
-        /// Padding.
-        pad0: u32,
-        /// Padding.
-        pad1: u32,
         /// Batch dims of the output.
         batch_dims: [u32; 4],
         /// lhs batch strides, in matrices (0 where broadcast).
