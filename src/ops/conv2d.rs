@@ -918,6 +918,10 @@ mod tests {
             // last group of 8 positions, a partial last panel of 32 channels, stride 3).
             (3, 9, 11, 10, 37, 3, 2, 1),
             (2, 16, 9, 9, 33, 4, 3, 0),
+            // More taps than a tap block (256): partial sums kept between blocks, a partial
+            // last block; and more position groups than one task takes (128).
+            (3, 21, 9, 8, 35, 4, 2, 1),
+            (2, 17, 130, 129, 18, 4, 1, 2),
             // 256+ output positions and 16+ channels: the direct weight gradient (odd sizes,
             // a partial channel panel, taps not a multiple of 8).
             (2, 3, 30, 27, 20, 4, 2, 1),

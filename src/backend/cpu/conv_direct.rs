@@ -414,11 +414,26 @@ struct Tiles<'a> {
     channel_stride: usize,
 }
 
+/// Taps per block of the tile loop: a tile runs a block of taps over a range of position
+/// groups before the next block, so the input values a block reads (8 positions x the block's
+/// taps) stay in L1 while the next groups reuse them. The partial sums wait in a per-task
+/// buffer in between (GEMM's K blocking).
+const TAP_BLOCK: usize = 256;
+/// Position groups per task at most (their partial sums: 128 KiB).
+const MAX_TASK_GROUPS: usize = 128;
+
+thread_local! {
+    /// Per-task tile sums (`[group][8 x 32]`) and position tables (`[group][8]` bases and output
+    /// indices) of [`Tiles::run`], kept for reuse so a steady-state step allocates none.
+    static TASK_TILES: std::cell::RefCell<(Vec<f32>, Vec<[usize; MR]>, Vec<[usize; MR]>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
 impl Tiles<'_> {
     /// Runs every tile: `positions` output positions in groups of 8, each against every weight
     /// panel. `locate(q)` gives position q's base in `x` and its output index for channel 0.
     /// Tasks own disjoint ranges of groups; a panel (`taps * 128` bytes) serves a whole range
-    /// from L2 before the next.
+    /// from L2 before the next, one block of [`TAP_BLOCK`] taps at a time.
     fn run(&self, positions: usize, out: SendPtr, locate: impl Fn(usize) -> (usize, usize) + Sync) {
         if positions == 0 {
             return;
@@ -427,53 +442,82 @@ impl Tiles<'_> {
         let panels = self.c_out.div_ceil(NR);
         let max_offset = self.offsets.iter().copied().max().unwrap_or(0);
         let groups = positions.div_ceil(MR);
-        let per_task = groups.div_ceil(4 * rayon::current_num_threads()).max(1);
+        // At least 4 tasks per thread, and at most MAX_TASK_GROUPS groups per task, so that
+        // a task's partial sums (1 KiB a group) stay in L2 between tap blocks.
+        let per_task = groups
+            .div_ceil(4 * rayon::current_num_threads())
+            .clamp(1, MAX_TASK_GROUPS);
         (0..groups.div_ceil(per_task))
             .into_par_iter()
             .for_each(|task| {
                 let first = task * per_task;
                 let last = (first + per_task).min(groups);
-                let mut tile = [0.0f32; MR * NR];
-                for panel in 0..panels {
-                    let wpanel = &self.w_packed[panel * taps * NR..][..taps * NR];
+                TASK_TILES.with(|cell| {
+                    let (sums, bases, dsts) = &mut *cell.borrow_mut();
+                    sums.resize(sums.len().max(per_task * MR * NR), 0.0);
+                    bases.clear();
+                    dsts.clear();
+                    // The last group repeats its final position to fill the tile and writes
+                    // only the real ones.
                     for group in first..last {
-                        // The last group repeats its final position to fill the tile and writes
-                        // only the real ones.
-                        let mut bases = [0usize; MR];
-                        let mut dsts = [0usize; MR];
-                        let valid = MR.min(positions - group * MR);
+                        let (mut b, mut d) = ([0usize; MR], [0usize; MR]);
                         for i in 0..MR {
-                            (bases[i], dsts[i]) = locate((group * MR + i).min(positions - 1));
-                            assert!(
-                                bases[i] + max_offset < self.x.len(),
-                                "conv_direct: read past x"
-                            );
+                            (b[i], d[i]) = locate((group * MR + i).min(positions - 1));
+                            assert!(b[i] + max_offset < self.x.len(), "conv_direct: read past x");
                         }
-                        // SAFETY: available() was checked by the caller; every base + offset is
-                        // inside x (asserted just above), wpanel holds taps * NR values.
-                        unsafe {
-                            tile_8x32(self.x, &bases, self.offsets, wpanel, &mut tile);
+                        bases.push(b);
+                        dsts.push(d);
+                    }
+                    for panel in 0..panels {
+                        let wpanel = &self.w_packed[panel * taps * NR..][..taps * NR];
+                        for k0 in (0..taps).step_by(TAP_BLOCK) {
+                            let k1 = (k0 + TAP_BLOCK).min(taps);
+                            for (g, tile) in sums
+                                .chunks_exact_mut(MR * NR)
+                                .take(last - first)
+                                .enumerate()
+                            {
+                                let tile: &mut [f32; MR * NR] = tile.try_into().expect("tile");
+                                // SAFETY: available() was checked by the caller; every base +
+                                // offset is inside x (asserted above), the panel slice holds
+                                // (k1 - k0) * NR values.
+                                unsafe {
+                                    tile_8x32(
+                                        self.x,
+                                        &bases[g],
+                                        &self.offsets[k0..k1],
+                                        &wpanel[k0 * NR..k1 * NR],
+                                        tile,
+                                        k0 > 0,
+                                    );
+                                }
+                            }
                         }
                         let channels = NR.min(self.c_out - panel * NR);
-                        for (i, &dst) in dsts.iter().enumerate().take(valid) {
-                            for j in 0..channels {
-                                // SAFETY: locate() maps positions to distinct output values of
-                                // channel 0 inside out, and co * channel_stride stays inside it;
-                                // each position belongs to one task, so no value is written twice.
-                                unsafe {
-                                    *out.get().add(dst + (panel * NR + j) * self.channel_stride) =
-                                        tile[i * NR + j];
+                        for (g, tile) in sums.chunks_exact(MR * NR).take(last - first).enumerate() {
+                            let valid = MR.min(positions - (first + g) * MR);
+                            for (i, &dst) in dsts[g].iter().enumerate().take(valid) {
+                                for j in 0..channels {
+                                    // SAFETY: locate() maps positions to distinct output values
+                                    // of channel 0 inside out, and co * channel_stride stays
+                                    // inside it; each position belongs to one task, so no value
+                                    // is written twice.
+                                    unsafe {
+                                        *out.get()
+                                            .add(dst + (panel * NR + j) * self.channel_stride) =
+                                            tile[i * NR + j];
+                                    }
                                 }
                             }
                         }
                     }
-                }
+                });
             });
     }
 }
 
-/// One 8 x 32 tile over every tap: `tile[i][j] = sum_t x[bases[i] + offsets[t]] *
-/// wpanel[t * 32 + j]`.
+/// One 8 x 32 tile over the taps `offsets`: `tile[i][j] (+)= sum_t x[bases[i] + offsets[t]] *
+/// wpanel[t * 32 + j]`, adding to the tile's values when `accumulate`, else replacing them.
 ///
 /// # Safety
 /// AVX-512F must be available; every `bases[i] + offsets[t]` must index `x`; `wpanel` must
@@ -486,13 +530,21 @@ unsafe fn tile_8x32(
     offsets: &[usize],
     wpanel: &[f32],
     tile: &mut [f32; MR * NR],
+    accumulate: bool,
 ) {
     use std::arch::x86_64::*;
     debug_assert!(wpanel.len() >= offsets.len() * NR);
     let xp = x.as_ptr();
     let rows: [*const f32; MR] = std::array::from_fn(|i| xp.add(bases[i]));
     let wp = wpanel.as_ptr();
+    let out = tile.as_mut_ptr();
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    if accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            row[0] = _mm512_loadu_ps(out.add(i * NR));
+            row[1] = _mm512_loadu_ps(out.add(i * NR + 16));
+        }
+    }
     for (t, &off) in offsets.iter().enumerate() {
         let b0 = _mm512_loadu_ps(wp.add(t * NR));
         let b1 = _mm512_loadu_ps(wp.add(t * NR + 16));
@@ -502,7 +554,6 @@ unsafe fn tile_8x32(
             row[1] = _mm512_fmadd_ps(a, b1, row[1]);
         }
     }
-    let out = tile.as_mut_ptr();
     for (i, row) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.add(i * NR), row[0]);
         _mm512_storeu_ps(out.add(i * NR + 16), row[1]);
@@ -517,6 +568,7 @@ unsafe fn tile_8x32(
     _offsets: &[usize],
     _wpanel: &[f32],
     _tile: &mut [f32; MR * NR],
+    _accumulate: bool,
 ) {
     unreachable!("conv_direct::available() is false off x86-64")
 }
