@@ -422,11 +422,21 @@ const TAP_BLOCK: usize = 256;
 /// Position groups per task at most (their partial sums: 128 KiB).
 const MAX_TASK_GROUPS: usize = 128;
 
+/// One task's scratch in [`Tiles::run`], kept per thread for reuse so that a steady-state
+/// step allocates none.
+struct TaskTiles {
+    /// Partial sums, `[group][8 x 32]`.
+    sums: Vec<f32>,
+    /// Input bases of each group's 8 positions.
+    bases: Vec<[usize; MR]>,
+    /// Output indices (channel 0) of each group's 8 positions.
+    dsts: Vec<[usize; MR]>,
+}
+
 thread_local! {
-    /// Per-task tile sums (`[group][8 x 32]`) and position tables (`[group][8]` bases and output
-    /// indices) of [`Tiles::run`], kept for reuse so a steady-state step allocates none.
-    static TASK_TILES: std::cell::RefCell<(Vec<f32>, Vec<[usize; MR]>, Vec<[usize; MR]>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static TASK_TILES: std::cell::RefCell<TaskTiles> = const {
+        std::cell::RefCell::new(TaskTiles { sums: Vec::new(), bases: Vec::new(), dsts: Vec::new() })
+    };
 }
 
 impl Tiles<'_> {
@@ -453,7 +463,7 @@ impl Tiles<'_> {
                 let first = task * per_task;
                 let last = (first + per_task).min(groups);
                 TASK_TILES.with(|cell| {
-                    let (sums, bases, dsts) = &mut *cell.borrow_mut();
+                    let TaskTiles { sums, bases, dsts } = &mut *cell.borrow_mut();
                     sums.resize(sums.len().max(per_task * MR * NR), 0.0);
                     bases.clear();
                     dsts.clear();
