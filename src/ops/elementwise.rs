@@ -304,6 +304,48 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `tanh(x)` in plain f32 arithmetic with no branches, so that a loop over it vectorises (glibc's
+/// `tanhf` is a scalar call: 6.3 ms for W2's 786k generator outputs on 2 cores). Cephes'
+/// `tanhf`: for `|x| < 0.625` the odd polynomial `x + x^3 P(x^2)`; above, `1 - 2 / (e^{2|x|} + 1)`
+/// with the sign of x, where the exponential is Cephes' `expf` (range reduction by ln 2 in two
+/// parts, a degree-6 polynomial, the power of two put into the exponent bits). Inputs past 10
+/// give +-1 (tanh(10) rounds to 1 in f32); NaN stays NaN. Within 2 ulp of the exact value
+/// (checked against f64 in the tests below and in tests/ops_pointwise_reduce_shape.rs).
+pub fn tanh_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let z = x * x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328_2e-1)
+            * z
+            * x
+            + x;
+    // e^{2a} for 2a in [0, 20]: 2a = n ln 2 + r, |r| <= ln 2 / 2, e^{2a} = 2^n e^r.
+    let t = 2.0 * a.min(10.0);
+    // floor by truncation (t >= 0), which SSE2 has; f32::floor would be a libm call per value.
+    let n = (t * std::f32::consts::LOG2_E + 0.5) as i32;
+    let nf = n as f32;
+    let r = t - nf * 0.693_359_4 - nf * -2.121_944_4e-4;
+    let er = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1)
+        * r
+        * r
+        + r
+        + 1.0;
+    let e = er * f32::from_bits(((n + 127) << 23) as u32);
+    let large = 1.0 - 2.0 / (e + 1.0);
+    // The sign of x on both branches (the polynomial alone turns -0 into +0).
+    let y = if a < 0.625 { small } else { large }.copysign(x);
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
 // ---- CPU kernels ---------------------------------------------------------------------------
 
 /// `out = op(lhs, rhs)` with broadcasting, all row-major. Same shapes: one zipped loop.
@@ -411,7 +453,7 @@ fn unary_cpu(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Log => cpu::map_unary(x, f32::ln),
         UnaryOp::Sqrt => cpu::map_unary(x, f32::sqrt),
         UnaryOp::Abs => cpu::map_unary(x, f32::abs),
-        UnaryOp::Tanh => cpu::map_unary(x, f32::tanh),
+        UnaryOp::Tanh => cpu::map_unary(x, tanh_f32),
         UnaryOp::Sigmoid => cpu::map_unary(x, sigmoid),
         UnaryOp::Relu => cpu::map_unary(x, |v| v.max(0.0)),
         UnaryOp::LeakyRelu(slope) => {
@@ -703,5 +745,63 @@ impl Tensor {
             }
         }
         self.mul(&x.mask(kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tanh_f32;
+
+    /// Distance in units in the last place between two finite f32 of the same sign.
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    /// The vectorisable tanh against f64's on a dense sweep of [-20, 20] (both branches and
+    /// their seam at 0.625, the clamp at 10), tiny and special values.
+    #[test]
+    fn tanh_f32_is_within_2_ulp_of_f64() {
+        let mut worst = (0, 0.0f32);
+        let steps = 400_000;
+        for i in 0..=steps {
+            let x = -20.0 + 40.0 * i as f32 / steps as f32;
+            for x in [x, x.next_up(), x.next_down()] {
+                let want = (x as f64).tanh() as f32;
+                let got = tanh_f32(x);
+                assert_eq!(
+                    got.is_sign_negative(),
+                    want.is_sign_negative(),
+                    "sign at {x}"
+                );
+                let u = ulps(got, want);
+                if u > worst.0 {
+                    worst = (u, x);
+                }
+            }
+        }
+        assert!(worst.0 <= 2, "{} ulp at x = {}", worst.0, worst.1);
+        for x in [
+            0.625f32,
+            0.625f32.next_down(),
+            1e-30,
+            -1e-30,
+            1e-45,
+            9.0,
+            10.0,
+            80.0,
+            -80.0,
+        ] {
+            let want = (x as f64).tanh() as f32;
+            assert!(
+                ulps(tanh_f32(x), want) <= 2,
+                "x = {x}: {} vs {want}",
+                tanh_f32(x)
+            );
+        }
+        assert_eq!(tanh_f32(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+        assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
     }
 }
