@@ -926,6 +926,10 @@ mod tests {
             // a partial channel panel, taps not a multiple of 8).
             (2, 3, 30, 27, 20, 4, 2, 1),
             (1, 5, 20, 19, 40, 3, 1, 1),
+            // Few taps over many positions: the weight gradient split over the positions
+            // (2 and 8 parts; partial sums added in order).
+            (2, 3, 40, 37, 20, 4, 2, 1),
+            (3, 1, 61, 58, 17, 4, 2, 1),
             // The kernel covers the whole input (1x1 output): the single-matmul path, and a
             // padded neighbour that must not take it.
             (3, 5, 4, 4, 7, 4, 1, 0),

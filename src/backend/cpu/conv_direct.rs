@@ -113,6 +113,7 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
         x: xp,
         offsets: &offsets,
         w_packed: &w_packed,
+        panel_stride: taps * NR,
         c_out: g.c_out,
         channel_stride: plane,
     };
@@ -198,18 +199,58 @@ pub fn conv2d_weight_grad(x: &[f32], gy: &[f32], g: DirectConv) -> Option<Vec<f3
         (n * ci_n * hp + (rest / ow_n) * s) * wp + (rest % ow_n) * s
     }));
     let mut dw = pool::take(g.c_out * taps);
-    let tiles = Tiles {
-        x: xp,
-        offsets: &bases,
-        w_packed: &gy_packed,
-        c_out: g.c_out,
-        channel_stride: taps,
-    };
     // "Position" t is a tap: it reads from offset(t) and writes dw[0, t] + co * taps.
-    tiles.run(taps, SendPtr(dw.as_mut_ptr()), |t| {
+    let locate = |t: usize| {
         let (ci, kh, kw) = (t / (kh_n * kw_n), (t / kw_n) % kh_n, t % kw_n);
         ((ci * hp + kh) * wp + kw, t)
-    });
+    };
+    let threads = rayon::current_num_threads();
+    let tap_groups = taps.div_ceil(MR);
+    // A first layer's few taps (16 or 48) make too few groups to share out, and each group's
+    // task would stream every panel of gy from memory. Split the positions instead: each part
+    // runs every tap group over its slice of the positions, a block at a time (so a block of
+    // gy serves all the groups from L1), into a partial dw; the partials are summed in a fixed
+    // order (the result does not depend on scheduling).
+    let per_part = positions.div_ceil((4 * threads).min(positions / TAP_BLOCK).max(1));
+    let parts = positions.div_ceil(per_part);
+    if tap_groups >= 4 * threads || parts < 2 {
+        let tiles = Tiles {
+            x: xp,
+            offsets: &bases,
+            w_packed: &gy_packed,
+            panel_stride: positions * NR,
+            c_out: g.c_out,
+            channel_stride: taps,
+        };
+        tiles.run(taps, SendPtr(dw.as_mut_ptr()), locate);
+    } else {
+        let block = g.c_out * taps;
+        // Taken before the parallel region (a steady-state step must not miss the pool).
+        let mut partials = pool::take(parts * block);
+        let partial_ptr = SendPtr(partials.as_mut_ptr());
+        (0..parts).into_par_iter().for_each(|part| {
+            let (q0, q1) = (part * per_part, ((part + 1) * per_part).min(positions));
+            let tiles = Tiles {
+                x: xp,
+                offsets: &bases[q0..q1],
+                w_packed: &gy_packed[q0 * NR..],
+                panel_stride: positions * NR,
+                c_out: g.c_out,
+                channel_stride: taps,
+            };
+            let max_offset = bases[q0..q1].iter().copied().max().unwrap_or(0);
+            // SAFETY: part < parts, so the partial block lies inside `partials`.
+            let out = SendPtr(unsafe { partial_ptr.get().add(part * block) });
+            tiles.run_groups(0..tap_groups, taps, out, &locate, max_offset);
+        });
+        dw.copy_from_slice(&partials[..block]);
+        for partial in partials.chunks_exact(block).skip(1) {
+            for (d, p) in dw.iter_mut().zip(partial) {
+                *d += p;
+            }
+        }
+        pool::recycle(partials);
+    }
     if let Some(buf) = x_pad {
         pool::recycle(buf);
     }
@@ -320,6 +361,7 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>>
                 x: &x_pad,
                 offsets: &offsets,
                 w_packed: &w_packed,
+                panel_stride: offsets.len() * NR,
                 c_out: g.c_out,
                 channel_stride: plane,
             };
@@ -407,8 +449,11 @@ struct Tiles<'a> {
     x: &'a [f32],
     /// `offset(t)` of every tap, added to a position's base.
     offsets: &'a [usize],
-    /// [`pack_panels`]' panels.
+    /// [`pack_panels`]' panels, the first tap's row of each at `panel * panel_stride`.
     w_packed: &'a [f32],
+    /// Distance between panels in `w_packed` (`taps * 32` unless the taps are a slice of the
+    /// packed rows).
+    panel_stride: usize,
     c_out: usize,
     /// Distance in the output between consecutive channels of one position.
     channel_stride: usize,
@@ -448,8 +493,6 @@ impl Tiles<'_> {
         if positions == 0 {
             return;
         }
-        let taps = self.offsets.len();
-        let panels = self.c_out.div_ceil(NR);
         let max_offset = self.offsets.iter().copied().max().unwrap_or(0);
         let groups = positions.div_ceil(MR);
         // At least 4 tasks per thread, and at most MAX_TASK_GROUPS groups per task, so that
@@ -462,67 +505,79 @@ impl Tiles<'_> {
             .for_each(|task| {
                 let first = task * per_task;
                 let last = (first + per_task).min(groups);
-                TASK_TILES.with(|cell| {
-                    let TaskTiles { sums, bases, dsts } = &mut *cell.borrow_mut();
-                    sums.resize(sums.len().max(per_task * MR * NR), 0.0);
-                    bases.clear();
-                    dsts.clear();
-                    // The last group repeats its final position to fill the tile and writes
-                    // only the real ones.
-                    for group in first..last {
-                        let (mut b, mut d) = ([0usize; MR], [0usize; MR]);
-                        for i in 0..MR {
-                            (b[i], d[i]) = locate((group * MR + i).min(positions - 1));
-                            assert!(b[i] + max_offset < self.x.len(), "conv_direct: read past x");
-                        }
-                        bases.push(b);
-                        dsts.push(d);
-                    }
-                    for panel in 0..panels {
-                        let wpanel = &self.w_packed[panel * taps * NR..][..taps * NR];
-                        for k0 in (0..taps).step_by(TAP_BLOCK) {
-                            let k1 = (k0 + TAP_BLOCK).min(taps);
-                            for (g, tile) in sums
-                                .chunks_exact_mut(MR * NR)
-                                .take(last - first)
-                                .enumerate()
-                            {
-                                let tile: &mut [f32; MR * NR] = tile.try_into().expect("tile");
-                                // SAFETY: available() was checked by the caller; every base +
-                                // offset is inside x (asserted above), the panel slice holds
-                                // (k1 - k0) * NR values.
-                                unsafe {
-                                    tile_8x32(
-                                        self.x,
-                                        &bases[g],
-                                        &self.offsets[k0..k1],
-                                        &wpanel[k0 * NR..k1 * NR],
-                                        tile,
-                                        k0 > 0,
-                                    );
-                                }
-                            }
-                        }
-                        let channels = NR.min(self.c_out - panel * NR);
-                        for (g, tile) in sums.chunks_exact(MR * NR).take(last - first).enumerate() {
-                            let valid = MR.min(positions - (first + g) * MR);
-                            for (i, &dst) in dsts[g].iter().enumerate().take(valid) {
-                                for j in 0..channels {
-                                    // SAFETY: locate() maps positions to distinct output values
-                                    // of channel 0 inside out, and co * channel_stride stays
-                                    // inside it; each position belongs to one task, so no value
-                                    // is written twice.
-                                    unsafe {
-                                        *out.get()
-                                            .add(dst + (panel * NR + j) * self.channel_stride) =
-                                            tile[i * NR + j];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                });
+                self.run_groups(first..last, positions, out, &locate, max_offset);
             });
+    }
+
+    /// The groups `groups` (of 8 positions) against every panel, on this thread.
+    fn run_groups(
+        &self,
+        groups: std::ops::Range<usize>,
+        positions: usize,
+        out: SendPtr,
+        locate: &impl Fn(usize) -> (usize, usize),
+        max_offset: usize,
+    ) {
+        let (first, last) = (groups.start, groups.end);
+        let taps = self.offsets.len();
+        let panels = self.c_out.div_ceil(NR);
+        TASK_TILES.with(|cell| {
+            let TaskTiles { sums, bases, dsts } = &mut *cell.borrow_mut();
+            sums.resize(sums.len().max((last - first) * MR * NR), 0.0);
+            bases.clear();
+            dsts.clear();
+            // The last group repeats its final position to fill the tile and writes only the
+            // real ones.
+            for group in first..last {
+                let (mut b, mut d) = ([0usize; MR], [0usize; MR]);
+                for i in 0..MR {
+                    (b[i], d[i]) = locate((group * MR + i).min(positions - 1));
+                    assert!(b[i] + max_offset < self.x.len(), "conv_direct: read past x");
+                }
+                bases.push(b);
+                dsts.push(d);
+            }
+            for panel in 0..panels {
+                let wpanel = &self.w_packed[panel * self.panel_stride..][..taps * NR];
+                for k0 in (0..taps).step_by(TAP_BLOCK) {
+                    let k1 = (k0 + TAP_BLOCK).min(taps);
+                    for (g, tile) in sums
+                        .chunks_exact_mut(MR * NR)
+                        .take(last - first)
+                        .enumerate()
+                    {
+                        let tile: &mut [f32; MR * NR] = tile.try_into().expect("tile");
+                        // SAFETY: available() was checked by the caller; every base + offset is
+                        // inside x (asserted above), the panel slice holds (k1 - k0) * NR values.
+                        unsafe {
+                            tile_8x32(
+                                self.x,
+                                &bases[g],
+                                &self.offsets[k0..k1],
+                                &wpanel[k0 * NR..k1 * NR],
+                                tile,
+                                k0 > 0,
+                            );
+                        }
+                    }
+                }
+                let channels = NR.min(self.c_out - panel * NR);
+                for (g, tile) in sums.chunks_exact(MR * NR).take(last - first).enumerate() {
+                    let valid = MR.min(positions - (first + g) * MR);
+                    for (i, &dst) in dsts[g].iter().enumerate().take(valid) {
+                        for j in 0..channels {
+                            // SAFETY: locate() maps positions to distinct output values of
+                            // channel 0 inside out, and co * channel_stride stays inside it;
+                            // each position belongs to one task, so no value is written twice.
+                            unsafe {
+                                *out.get().add(dst + (panel * NR + j) * self.channel_stride) =
+                                    tile[i * NR + j];
+                            }
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 
