@@ -162,13 +162,20 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
-// a_wide[kk * WIDE_ROW + mm / 4][mm % 4] = A[row0 + mm, k0 + kk];
-// b_wide[kk * WIDE_ROW + nn / 4][nn % 4] = B[k0 + kk, col0 + nn]. Rows of 32 vec4 padded to 33
-// so that the stores of a tile whose operand runs along k do not all land in one bank.
+// a_wide[kk * 32 + swz(kk, mm / 4)][mm % 4] = A[row0 + mm, k0 + kk];
+// b_wide[kk * 32 + swz(kk, nn / 4)][nn % 4] = B[k0 + kk, col0 + nn]; 16 KiB together, the
+// portable limit. swz(kk, q) = q ^ (kk % 8) permutes the vec4 of row kk within groups of 8, so
+// that when an operand runs along k (consecutive threads on consecutive kk, same column) the
+// stores spread over 8 banks instead of one; a thread's reads (q = ty or 16 + ty) go through
+// the same permutation.
 const WIDE_TILE: u32 = 128u;
-const WIDE_ROW: u32 = 33u;
-var<workgroup> a_wide: array<vec4<f32>, 528>;
-var<workgroup> b_wide: array<vec4<f32>, 528>;
+var<workgroup> a_wide: array<vec4<f32>, 512>;
+var<workgroup> b_wide: array<vec4<f32>, 512>;
+
+// Index of vec4 q of row kk in a_wide / b_wide (see above).
+fn wide_at(kk: u32, q: u32) -> u32 {
+    return kk * 32u + (q ^ (kk & 7u));
+}
 
 // matmul_128: out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]; lhs, rhs, out as for `matmul`.
 // Dispatch (ceil(N / 128), ceil(M / 128), batch).
@@ -199,7 +206,7 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
             if (gm < p.m && gk < p.k) {
                 a = lhs_at(bases.x, gm, gk);
             }
-            a_wide[kk * WIDE_ROW + mm / 4u][mm % 4u] = a;
+            a_wide[wide_at(kk, mm / 4u)][mm % 4u] = a;
             var kb = e / WIDE_TILE;
             var nn = e % WIDE_TILE;
             if (RHS_T) {
@@ -212,14 +219,14 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
             if (gkb < p.k && gn < p.n) {
                 b = rhs_at(bases.y, gkb, gn);
             }
-            b_wide[kb * WIDE_ROW + nn / 4u][nn % 4u] = b;
+            b_wide[wide_at(kb, nn / 4u)][nn % 4u] = b;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let a_lo = a_wide[kk * WIDE_ROW + lid.y];
-            let a_hi = a_wide[kk * WIDE_ROW + 16u + lid.y];
-            let b_lo = b_wide[kk * WIDE_ROW + lid.x];
-            let b_hi = b_wide[kk * WIDE_ROW + 16u + lid.x];
+            let a_lo = a_wide[wide_at(kk, lid.y)];
+            let a_hi = a_wide[wide_at(kk, 16u + lid.y)];
+            let b_lo = b_wide[wide_at(kk, lid.x)];
+            let b_hi = b_wide[wide_at(kk, 16u + lid.x)];
             for (var r = 0u; r < 4u; r++) {
                 let x_lo = vec4<f32>(a_lo[r]);
                 let x_hi = vec4<f32>(a_hi[r]);

@@ -366,21 +366,28 @@ mod tests {
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::default(),
             );
-            validator
+            let info = validator
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
             let mut layouter = naga::proc::Layouter::default();
             layouter.update(module.to_ctx()).unwrap();
-            let workgroup_bytes: u32 = module
-                .global_variables
-                .iter()
-                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
-                .map(|(_, g)| layouter[g.ty].size)
-                .sum();
-            assert!(
-                workgroup_bytes <= 16384,
-                "{file}: {workgroup_bytes} bytes of workgroup memory (portable limit 16 KiB)"
-            );
+            // Per entry point: the workgroup variables it uses.
+            for (i, entry) in module.entry_points.iter().enumerate() {
+                let uses = info.get_entry_point(i);
+                let workgroup_bytes: u32 = module
+                    .global_variables
+                    .iter()
+                    .filter(|(h, g)| {
+                        g.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty()
+                    })
+                    .map(|(_, g)| layouter[g.ty].size)
+                    .sum();
+                assert!(
+                    workgroup_bytes <= 16384,
+                    "{file} {}: {workgroup_bytes} bytes of workgroup memory (portable limit 16 KiB)",
+                    entry.name
+                );
+            }
         }
     }
 
