@@ -1877,6 +1877,134 @@ fn batch_norm_training_output_gradients_and_running_stats() {
     }
 }
 
+/// Batch norm with its activation fused (`batch_norm_activated`, what `Sequential` runs for
+/// `BatchNorm -> ReLU / LeakyReLU`): forward and first-order gradients against the f64 loop
+/// (the activation's mask on the recomputed pre-activation), finite differences, exactly the
+/// values of batch norm followed by the activation's own op, and the second-order gradient
+/// (the rule's recorded path) equal to the unfused composite's.
+#[test]
+fn batch_norm_with_fused_activation_matches_batch_norm_then_activation() {
+    use ganforge::ops::Activation;
+    let mut rng = Rng::new(2020);
+    let params = BatchNormParams::default();
+    for (act, slope) in [(Activation::Relu, 0.0), (Activation::LeakyRelu(0.2), 0.2)] {
+        for dims in [vec![9, 4], vec![3, 5, 6, 7]] {
+            let c = dims[1];
+            let inner: usize = dims[2..].iter().product();
+            let x = gen(&mut rng, &dims, |r| 0.3 + 1.2 * r.normal());
+            let gamma = uniform(&mut rng, &[c], 0.5, 1.5);
+            let beta = normal(&mut rng, &[c], 0.5);
+            let channel = move |i: usize| (i / inner) % c;
+            let name = format!("batch_norm + {act:?} {dims:?}");
+            let fused = move |t: &[Tensor]| {
+                t[0].batch_norm_activated(None, Some(&t[1]), Some(&t[2]), true, params, act)
+                    .unwrap()
+            };
+            check_op(
+                &name,
+                &fused,
+                &[x.clone(), gamma.clone(), beta.clone()],
+                &dims,
+                &|xs, w| {
+                    let zero = vec![0.0; w.len()];
+                    let pre =
+                        ref_norm(&xs[0], c, &channel, &xs[1], &xs[2], &channel, 1e-5, &zero).y;
+                    let factor = |v: f64| if v > 0.0 { 1.0 } else { slope };
+                    let w_pre: Vec<f64> = w.iter().zip(&pre).map(|(w, &p)| w * factor(p)).collect();
+                    let r = ref_norm(&xs[0], c, &channel, &xs[1], &xs[2], &channel, 1e-5, &w_pre);
+                    let y = pre.iter().map(|&p| p * factor(p)).collect();
+                    (y, vec![r.dx, r.dgamma, r.dbeta])
+                },
+                // Finite differences below, on inputs kept away from the kink.
+                Tol {
+                    fd: None,
+                    ..TOL_COMPOSED
+                },
+            );
+            // Finite differences on a copy whose pre-activations all keep 0.05 away from the
+            // kink (a 1e-3 step must not cross it); re-drawn until they do.
+            while dims.len() == 2 {
+                let cand = gen(&mut rng, &dims, |r| 0.3 + 1.2 * r.normal());
+                let pre = cand
+                    .batch_norm(None, Some(&gamma), Some(&beta), true, params)
+                    .unwrap();
+                if pre.to_vec().iter().all(|v| v.abs() > 0.05) {
+                    check_gradients(
+                        &format!("{name}: finite differences"),
+                        &|t: &[Tensor]| weighted_sum(&fused(t), 7),
+                        &[cand, gamma.clone(), beta.clone()],
+                        1e-3,
+                        2e-3,
+                        2e-2,
+                    );
+                    break;
+                }
+            }
+            // The same values as the two ops, forward and backward.
+            let unfused = move |t: &[Tensor]| {
+                let y = t[0]
+                    .batch_norm(None, Some(&t[1]), Some(&t[2]), true, params)
+                    .unwrap();
+                match act {
+                    Activation::LeakyRelu(s) => y.leaky_relu(s),
+                    _ => y.relu(),
+                }
+            };
+            let inputs = [x.clone(), gamma.clone(), beta.clone()];
+            let run = |f: &dyn Fn(&[Tensor]) -> Tensor, create_graph: bool| {
+                let leaves: Vec<Tensor> = inputs.iter().map(leaf).collect();
+                let y = f(&leaves);
+                let g =
+                    autograd::grad(&[weighted_sum(&y, 3)], None, &leaves, create_graph).unwrap();
+                (leaves, y, g)
+            };
+            let (_, yf, gf) = run(&fused, false);
+            let (_, yu, gu) = run(&unfused, false);
+            assert_close(
+                &format!("{name}: forward = unfused"),
+                &yf.to_vec(),
+                &f64s(&yu),
+                1e-6,
+                1e-6,
+            );
+            for (i, (a, b)) in gf.iter().zip(&gu).enumerate() {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                assert_close(
+                    &format!("{name}: grad {i} = unfused"),
+                    &a.to_vec(),
+                    &f64s(b),
+                    1e-5,
+                    1e-5,
+                );
+            }
+            // Second order: d/d(inputs) of sum(dL/dx * u), recorded through the rule.
+            let second = |f: &dyn Fn(&[Tensor]) -> Tensor| {
+                let (leaves, _, g) = run(f, true);
+                let gx = g[0].as_ref().unwrap();
+                let h = weighted_sum(gx, 11);
+                autograd::grad(&[h], None, &leaves, false).unwrap()
+            };
+            let (hf, hu) = (second(&fused), second(&unfused));
+            // No path (None) counts as zeros: beta reaches dL/dx only through the mask.
+            let values = |g: &Option<Tensor>, like: &Tensor| {
+                g.as_ref()
+                    .map_or(vec![0.0; like.elem_count()], |g| g.to_vec())
+            };
+            for (i, (a, b)) in hf.iter().zip(&hu).enumerate() {
+                let (a, b) = (values(a, &inputs[i]), values(b, &inputs[i]));
+                let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+                assert_close(
+                    &format!("{name}: second-order grad {i}"),
+                    &a,
+                    &b,
+                    1e-4,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn batch_norm_eval_uses_running_stats() {
     let mut rng = Rng::new(1919);

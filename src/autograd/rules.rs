@@ -162,18 +162,21 @@ pub(super) fn backward(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<T
             )?)]
         }
 
-        // y = x_hat * w + b: dw = sum g x_hat, db = sum g, dx through x_hat (ops/norm.rs).
+        // y = act(x_hat * w + b): g masked by act', then dw = sum g x_hat, db = sum g, dx
+        // through x_hat (ops/norm.rs).
         Op::BatchNormAffine {
             input,
             weight,
             bias,
             eps,
+            activation,
             stats,
         } => crate::ops::norm::batch_norm_affine_backward(
             input,
             weight.as_ref(),
             bias.as_ref(),
             *eps,
+            *activation,
             stats,
             g,
         )?,

@@ -2,6 +2,7 @@
 
 use super::Module;
 use crate::error::Result;
+use crate::ops::norm::Activation;
 use crate::tensor::Tensor;
 
 /// `max(x, 0)` (PyTorch's `nn.ReLU`).
@@ -24,6 +25,9 @@ impl Module for Relu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.relu())
     }
+    fn as_activation(&self) -> Option<Activation> {
+        Some(Activation::Relu)
+    }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
@@ -32,6 +36,9 @@ impl Module for Relu {
 impl Module for LeakyRelu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.leaky_relu(self.0))
+    }
+    fn as_activation(&self) -> Option<Activation> {
+        Some(Activation::LeakyRelu(self.0))
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Vec::new()

@@ -15,7 +15,7 @@
 use super::{param, Module};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::ops::norm::{BatchNormParams, RunningStats};
+use crate::ops::norm::{Activation, BatchNormParams, RunningStats};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -73,15 +73,16 @@ impl BatchNorm {
     }
 }
 
-impl Module for BatchNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl BatchNorm {
+    /// `activation(batch_norm(x))`, updating the running statistics in training mode.
+    fn forward_with(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
         let training = self.is_training();
         let mut params = self.params;
         if training && self.cumulative.load(Ordering::Relaxed) {
             let k = self.cumulative_batches.fetch_add(1, Ordering::Relaxed) + 1;
             params.momentum = 1.0 / k as f32;
         }
-        let y = x.batch_norm(
+        let y = x.batch_norm_activated(
             Some(RunningStats {
                 mean: &self.running_mean,
                 var: &self.running_var,
@@ -90,11 +91,21 @@ impl Module for BatchNorm {
             Some(&self.bias),
             training,
             params,
+            activation,
         )?;
         if training {
             self.num_batches_tracked.affine_in_place(1.0, 1.0)?;
         }
         Ok(y)
+    }
+}
+
+impl Module for BatchNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Activation::Identity)
+    }
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> Option<Result<Tensor>> {
+        Some(self.forward_with(x, activation))
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         vec![

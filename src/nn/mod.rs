@@ -69,6 +69,23 @@ pub trait Module: Send + Sync {
     /// norm's power iteration); composite modules pass it on to their children.
     fn set_training(&self, _training: bool) {}
 
+    /// An activation layer (ReLU, LeakyReLU) says which, so that [`Sequential`] can hand it to
+    /// the layer before it ([`Module::forward_activated`]).
+    fn as_activation(&self) -> Option<crate::ops::norm::Activation> {
+        None
+    }
+
+    /// `activation(self.forward(x))` as one step, for layers that fuse it (batch norm: one
+    /// op, one pass); `None` (the default) when the layer does not, and then [`Sequential`]
+    /// runs the two layers one after the other.
+    fn forward_activated(
+        &self,
+        _x: &Tensor,
+        _activation: crate::ops::norm::Activation,
+    ) -> Option<Result<Tensor>> {
+        None
+    }
+
     /// Batch norm: `true` resets the running statistics and makes every following
     /// training-mode batch count equally in them (PyTorch's `momentum=None`, a cumulative
     /// average); `false` returns to the momentum average, keeping the statistics. Composite
@@ -165,6 +182,16 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn layer_type(&self) -> &'static str {
         (**self).layer_type()
+    }
+    fn as_activation(&self) -> Option<crate::ops::norm::Activation> {
+        (**self).as_activation()
+    }
+    fn forward_activated(
+        &self,
+        x: &Tensor,
+        activation: crate::ops::norm::Activation,
+    ) -> Option<Result<Tensor>> {
+        (**self).forward_activated(x, activation)
     }
 }
 

@@ -46,11 +46,23 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    /// A layer followed by an activation that the layer fuses (batch norm, then ReLU or
+    /// LeakyReLU) runs as one step ([`Module::forward_activated`]), profiled as the first of
+    /// the two layers; names and parameters are those of the separate layers.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = x.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
             let _scope = crate::profile::layer_scope(i, || layer.layer_type());
-            y = layer.forward(&y)?;
+            let next = self.layers.get(i + 1).and_then(|l| l.as_activation());
+            if let Some(fused) = next.and_then(|act| layer.forward_activated(&y, act)) {
+                y = fused?;
+                i += 2;
+            } else {
+                y = layer.forward(&y)?;
+                i += 1;
+            }
         }
         Ok(y)
     }
@@ -78,5 +90,39 @@ impl Module for Sequential {
             l.set_cumulative_stats(on)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{BatchNorm, LeakyRelu, Relu, Tanh};
+    use crate::ops::norm::Activation;
+    use crate::ops::{BatchNormParams, Op};
+    use crate::{Device, Rng};
+
+    /// `BatchNorm -> ReLU` and `BatchNorm -> LeakyReLU` run as one fused op (the activation is
+    /// in the op), with the values of the two layers run one by one; a batch norm followed by
+    /// another layer stays alone.
+    #[test]
+    fn batch_norm_then_activation_runs_fused() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0.5, 1.5, [6, 3, 4, 5], &mut Rng::new(1), &dev);
+        let bn = || BatchNorm::new(3, BatchNormParams::default(), &dev).unwrap();
+        for (act, layer) in [
+            (Activation::Relu, Box::new(Relu) as Box<dyn Module>),
+            (Activation::LeakyRelu(0.2), Box::new(LeakyRelu(0.2))),
+        ] {
+            let seq = Sequential::new().push(bn()).push_boxed(layer);
+            let y = seq.forward(&x).unwrap();
+            assert!(
+                matches!(y.op(), Some(Op::BatchNormAffine { activation, .. }) if *activation == act),
+                "{act:?}: not fused"
+            );
+            let one_by_one = seq.layers()[1].forward(&bn().forward(&x).unwrap()).unwrap();
+            assert_eq!(y.to_vec(), one_by_one.to_vec(), "{act:?}");
+        }
+        let y = Sequential::new().push(bn()).push(Tanh).forward(&x).unwrap();
+        assert!(!matches!(y.op(), Some(Op::BatchNormAffine { .. })));
     }
 }

@@ -21,7 +21,7 @@ pub use conv2d::{Conv2dParams, Conv2dWeightGradParams};
 pub use conv_transpose2d::ConvTranspose2dParams;
 pub use elementwise::{BinaryOp, MaskOp, UnaryOp};
 pub use matmul::MatmulLayout;
-pub use norm::{BatchNormParams, RunningStats};
+pub use norm::{Activation, BatchNormParams, RunningStats};
 
 use crate::profile::OpCost;
 use crate::tensor::{Shape, Tensor};
@@ -200,9 +200,9 @@ pub enum Op {
         stats: Arc<norm::ChannelStats>,
     },
 
-    /// Batch norm in training mode, normalisation and affine fused:
-    /// `(x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c` (CPU; the GPU composes
-    /// `BatchNormalize` with `mul` and `add`).
+    /// Batch norm in training mode, normalisation, affine and activation fused:
+    /// `act((x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c)` (CPU; the GPU composes
+    /// `BatchNormalize` with `mul`, `add` and the activation's op).
     BatchNormAffine {
         /// `x`, `[N, C, ...]`.
         input: Tensor,
@@ -212,6 +212,8 @@ pub enum Op {
         bias: Option<Tensor>,
         /// Added to the variance before the square root.
         eps: f32,
+        /// Applied to the result in the same op (a following ReLU / LeakyReLU).
+        activation: norm::Activation,
         /// The batch statistics the forward pass used (the backward pass reuses them).
         stats: Arc<norm::ChannelStats>,
     },

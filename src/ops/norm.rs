@@ -11,6 +11,7 @@ use crate::backend::gpu::params::BnParams;
 use crate::backend::gpu::{groups_for, Access, KernelSpec, Shader, WORKGROUP};
 use crate::backend::{cpu, GpuBuffer, Storage};
 use crate::error::{Error, Result};
+use crate::ops::elementwise::MaskOp;
 use crate::ops::Op;
 use crate::profile::{self, OpCost, OpInfo};
 use crate::tensor::{Rng, Shape, Tensor};
@@ -88,6 +89,41 @@ pub struct RunningStats<'a> {
     pub var: &'a Tensor,
 }
 
+/// The activation applied to batch norm's output inside the same op ([`Tensor::batch_norm_activated`]):
+/// a generator's `BatchNorm2d -> ReLU` or a discriminator's `BatchNorm2d -> LeakyReLU` as one
+/// pass forward, and the activation's mask folded into batch norm's two backward passes.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    /// None: batch norm alone.
+    #[default]
+    Identity,
+    /// `max(v, 0)`.
+    Relu,
+    /// `v` for `v > 0`, else `slope * v`.
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    /// The factor of `v` (the derivative): 1 where `v > 0`, else 0 (relu), the slope (leaky
+    /// relu), 1 (identity).
+    fn slope_below(self) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => 0.0,
+            Activation::LeakyRelu(slope) => slope,
+        }
+    }
+
+    /// The activation as a separate op, for the paths that do not fuse it.
+    fn apply_to(self, y: Tensor) -> Tensor {
+        match self {
+            Activation::Identity => y,
+            Activation::Relu => y.relu(),
+            Activation::LeakyRelu(slope) => y.leaky_relu(slope),
+        }
+    }
+}
+
 /// `[1, C, 1, ...]`: the shape that broadcasts a per-channel vector against `x`.
 fn channel_view(x: &Tensor, v: &Tensor) -> Result<Tensor> {
     let mut dims = vec![1; x.rank()];
@@ -108,6 +144,28 @@ impl Tensor {
         bias: Option<&Tensor>,
         training: bool,
         params: BatchNormParams,
+    ) -> Result<Tensor> {
+        self.batch_norm_activated(
+            running,
+            weight,
+            bias,
+            training,
+            params,
+            Activation::Identity,
+        )
+    }
+
+    /// [`Tensor::batch_norm`] followed by `activation`: the same values; in training mode on
+    /// the CPU one fused op (the activation applied in the normalising pass, its mask inside
+    /// the backward passes), elsewhere batch norm then the activation's own op.
+    pub fn batch_norm_activated(
+        &self,
+        running: Option<RunningStats<'_>>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        params: BatchNormParams,
+        activation: Activation,
     ) -> Result<Tensor> {
         if self.rank() < 2 {
             return Err(Error::bad_shape(
@@ -145,7 +203,7 @@ impl Tensor {
                 .all(|t| matches!(&*t.storage(), Storage::Cpu(_)));
         if training && on_cpu {
             // One op for normalisation and affine: two passes forward, two backward.
-            let (y, stats) = self.batch_norm_affine(weight, bias, params.eps)?;
+            let (y, stats) = self.batch_norm_affine(weight, bias, params.eps, activation)?;
             if let Some(r) = &running {
                 let m = params.momentum;
                 let unbias = n as f32 / (n - 1) as f32;
@@ -176,10 +234,11 @@ impl Tensor {
             Some(w) => normalized.mul(&channel_view(self, w)?)?,
             None => normalized,
         };
-        match bias {
-            Some(b) => scaled.add(&channel_view(self, b)?),
-            None => Ok(scaled),
-        }
+        let shifted = match bias {
+            Some(b) => scaled.add(&channel_view(self, b)?)?,
+            None => scaled,
+        };
+        Ok(activation.apply_to(shifted))
     }
 
     /// Layer norm over the last `normalized_dims` dims (biased variance), with optional
@@ -341,33 +400,93 @@ fn channel_stats_cpu(x: &[f32], (n_n, c_n, s_n): (usize, usize, usize), eps: f32
 /// `x: [N, C, S]`. Pass 1: [`channel_stats_cpu`]. Pass 2 per `(n, c)` plane:
 /// `y[n, c, s] = (x[n, c, s] - mean[c]) * a[c] + b[c]` with `a[c] = invstd[c] * w[c]`
 /// (`w` = 1 and `b` = 0 when absent).
+/// With an activation, `act(y)` in the same pass.
 fn batch_norm_affine_cpu(
     x: &[f32],
     (n_n, c_n, s_n): (usize, usize, usize),
     eps: f32,
     w: Option<&[f32]>,
     b: Option<&[f32]>,
+    activation: Activation,
 ) -> (Vec<f32>, HostStats) {
     let stats = channel_stats_cpu(x, (n_n, c_n, s_n), eps);
     let (mean, invstd) = (&stats.mean, &stats.invstd);
     let mut y = cpu::pool::take(x.len());
-    cpu::for_each_row(&mut y, s_n, |plane, y_plane| {
+    // One loop per case, the activation's factor below 0 copied into the loop's closure (a
+    // value reached through a reference is reloaded per element and the loop stays scalar),
+    // and written without a branch (`max(v, 0) + below * min(v, 0)`: half the values are
+    // negative, in no predictable order).
+    let below = activation.slope_below();
+    let activate = activation != Activation::Identity;
+    cpu::for_each_row(&mut y, s_n, move |plane, y_plane| {
         let c = plane % c_n;
         let a = invstd[c] * w.map_or(1.0, |w| w[c]);
         let (m, shift) = (mean[c], b.map_or(0.0, |b| b[c]));
-        for (o, &v) in y_plane.iter_mut().zip(&x[plane * s_n..(plane + 1) * s_n]) {
-            *o = (v - m) * a + shift;
+        let x_plane = &x[plane * s_n..(plane + 1) * s_n];
+        if activate {
+            for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                let v = (v - m) * a + shift;
+                *o = v.max(0.0) + below * v.min(0.0);
+            }
+        } else {
+            for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                *o = (v - m) * a + shift;
+            }
         }
     });
     (y, stats)
 }
 
+/// The activation's gradient mask for one `(n, c)` plane: `g` where the recomputed
+/// pre-activation `y = (x - mu) * a + shift` (the forward pass's values, so the same
+/// comparisons with 0) is positive, else `below * g`. The masked plane goes through a
+/// per-thread scratch buffer, so neither backward pass stores the masked gradient and the
+/// masking loop, kept apart from the f64 sums, vectorises (inside them it did not).
+#[derive(Clone, Copy)]
+struct PlaneMask {
+    a: f32,
+    mu: f32,
+    shift: f32,
+    below: f32,
+}
+
+thread_local! {
+    /// [`PlaneMask::with_masked`]'s scratch, grown to the largest plane and kept.
+    static MASKED_PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl PlaneMask {
+    /// `f(masked g)` for the plane `g` with inputs `x`.
+    fn with_masked<R>(self, g: &[f32], x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
+        MASKED_PLANE.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < g.len() {
+                buf.resize(g.len(), 0.0);
+            }
+            let out = &mut buf[..g.len()];
+            let PlaneMask {
+                a,
+                mu,
+                shift,
+                below,
+            } = self;
+            for ((o, &gv), &xv) in out.iter_mut().zip(g).zip(x) {
+                let y = (xv - mu) * a + shift;
+                *o = if y > 0.0 { gv } else { below * gv };
+            }
+            f(out)
+        })
+    }
+}
+
 /// Per channel of `[N, C, S]` buffers `g` and `x`: `(sum g, sum g * x)` in f64 (the first pass
-/// of both batch-norm backward kernels), channels in parallel.
+/// of both batch-norm backward kernels), channels in parallel; with `mask(c)`, of the masked
+/// `g` instead.
 fn channel_sum_and_dot(
     g: &[f32],
     x: &[f32],
     (n_n, c_n, s_n): (usize, usize, usize),
+    mask: Option<&(dyn Fn(usize) -> PlaneMask + Sync)>,
 ) -> Vec<(f64, f64)> {
     (0..c_n)
         .into_par_iter()
@@ -375,7 +494,13 @@ fn channel_sum_and_dot(
             (0..n_n)
                 .map(|n| {
                     let off = (n * c_n + c) * s_n;
-                    cpu::sum_and_dot_f64(&g[off..off + s_n], &x[off..off + s_n])
+                    let (gp, xp) = (&g[off..off + s_n], &x[off..off + s_n]);
+                    match mask {
+                        None => cpu::sum_and_dot_f64(gp, xp),
+                        Some(mask) => {
+                            mask(c).with_masked(gp, xp, |gm| cpu::sum_and_dot_f64(gm, xp))
+                        }
+                    }
                 })
                 .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
         })
@@ -391,7 +516,9 @@ fn channel_sum_and_dot(
 /// ```
 ///
 /// (the derivation is the one of [`batch_normalize_backward`] with `g * w` as the gradient of
-/// x_hat). Returns `(dx, dw, db)`.
+/// x_hat). Returns `(dx, dw, db)`. With an activation, both passes read `g` times the
+/// activation's mask ([`PlaneMask`]), computed on the fly.
+#[allow(clippy::too_many_arguments)]
 fn batch_norm_affine_backward_cpu(
     g: &[f32],
     x: &[f32],
@@ -399,9 +526,19 @@ fn batch_norm_affine_backward_cpu(
     mean: &[f32],
     invstd: &[f32],
     w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    activation: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let plane_mask = |c: usize| PlaneMask {
+        a: invstd[c] * w.map_or(1.0, |w| w[c]),
+        mu: mean[c],
+        shift: b.map_or(0.0, |b| b[c]),
+        below: activation.slope_below(),
+    };
+    let mask: Option<&(dyn Fn(usize) -> PlaneMask + Sync)> =
+        (activation != Activation::Identity).then_some(&plane_mask);
     let m = (n_n * s_n) as f64;
-    let sums: Vec<(f64, f64)> = channel_sum_and_dot(g, x, (n_n, c_n, s_n))
+    let sums: Vec<(f64, f64)> = channel_sum_and_dot(g, x, (n_n, c_n, s_n), mask)
         .into_iter()
         .enumerate()
         // sum g * x_hat = invstd * (sum g * x - mean * sum g)
@@ -421,8 +558,18 @@ fn batch_norm_affine_backward_cpu(
             (-a * sums[c].0 / m) as f32,
         );
         let range = plane * s_n..(plane + 1) * s_n;
-        for ((o, &gv), &xv) in out.iter_mut().zip(&g[range.clone()]).zip(&x[range]) {
-            *o = ga * gv + gb * (xv - mu) + gc;
+        let (gp, xp) = (&g[range.clone()], &x[range]);
+        match mask {
+            None => {
+                for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
+                    *o = ga * gv + gb * (xv - mu) + gc;
+                }
+            }
+            Some(mask) => mask(c).with_masked(gp, xp, |gm| {
+                for ((o, &gv), &xv) in out.iter_mut().zip(gm).zip(xp) {
+                    *o = ga * gv + gb * (xv - mu) + gc;
+                }
+            }),
         }
     });
     (dx, dw, db)
@@ -432,21 +579,45 @@ fn batch_norm_affine_backward_cpu(
 /// `bias` when present. When the backward pass is recorded (second order) it is written with
 /// differentiable ops, recomputing the statistics from `x` as
 /// [`batch_normalize_backward`] does; otherwise one fused two-pass CPU kernel.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_norm_affine_backward(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f32,
+    activation: Activation,
     stats: &ChannelStats,
     g: &Tensor,
 ) -> Result<Vec<Option<Tensor>>> {
     let recorded = crate::autograd::is_grad_enabled()
-        && (x.is_tracked() || g.is_tracked() || weight.is_some_and(|w| w.is_tracked()));
+        && (x.is_tracked()
+            || g.is_tracked()
+            || weight.is_some_and(|w| w.is_tracked())
+            || bias.is_some_and(|b| b.is_tracked() && activation != Activation::Identity));
     let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
     if recorded {
         let centred = x.sub(&x.mean(&dims, true)?)?;
         let invstd = centred.sqr()?.mean(&dims, true)?.add_scalar(eps).powf(-0.5);
         let xhat = centred.mul(&invstd)?;
+        // The activation's mask, from the recomputed pre-activation (piecewise constant: no
+        // gradient flows through it).
+        let g = &match activation {
+            Activation::Identity => g.clone(),
+            act => {
+                let mut y = xhat.clone();
+                if let Some(w) = weight {
+                    y = y.mul(&channel_view(x, w)?)?;
+                }
+                if let Some(b) = bias {
+                    y = y.add(&channel_view(x, b)?)?;
+                }
+                let kind = match act {
+                    Activation::LeakyRelu(slope) => MaskOp::LeakySlope(slope),
+                    _ => MaskOp::Relu,
+                };
+                g.mul_mask(&y.detach(), kind)?
+            }
+        };
         let gx = match weight {
             Some(w) => g.mul(&channel_view(x, w)?)?,
             None => g.clone(),
@@ -474,16 +645,22 @@ pub(crate) fn batch_norm_affine_backward(
         )
     });
     let (mean, invstd) = (stats.mean.storage(), stats.invstd.storage());
-    let w_storage = weight.map(|w| w.storage());
+    let (w_storage, b_storage) = (weight.map(|w| w.storage()), bias.map(|b| b.storage()));
     let (gs, xs) = (g.storage(), x.storage());
-    let wd: Option<&[f32]> = match w_storage.as_deref() {
-        Some(Storage::Cpu(w)) => Some(w),
-        Some(other) => return Err(Error::device_mismatch("batch_norm backward", &gs, other)),
-        None => None,
-    };
+    fn host<'a>(t: Option<&'a Storage>, gs: &Storage) -> Result<Option<&'a [f32]>> {
+        match t {
+            Some(Storage::Cpu(v)) => Ok(Some(v.as_slice())),
+            Some(other) => Err(Error::device_mismatch("batch_norm backward", gs, other)),
+            None => Ok(None),
+        }
+    }
+    let (wd, bd) = (
+        host(w_storage.as_deref(), &gs)?,
+        host(b_storage.as_deref(), &gs)?,
+    );
     let (dx, dw, db) = match (&*gs, &*xs, &*mean, &*invstd) {
         (Storage::Cpu(gd), Storage::Cpu(xd), Storage::Cpu(md), Storage::Cpu(isd)) => {
-            batch_norm_affine_backward_cpu(gd, xd, (n, c, s), md, isd, wd)
+            batch_norm_affine_backward_cpu(gd, xd, (n, c, s), md, isd, wd, bd, activation)
         }
         (a, b, _, _) => return Err(Error::device_mismatch("batch_norm backward", a, b)),
     };
@@ -586,7 +763,7 @@ fn batch_normalize_backward_cpu(
     invstd: &[f32],
 ) -> Vec<f32> {
     let m = (n_n * s_n) as f64;
-    let sums: Vec<(f32, f32)> = channel_sum_and_dot(g, xhat, (n_n, c_n, s_n))
+    let sums: Vec<(f32, f32)> = channel_sum_and_dot(g, xhat, (n_n, c_n, s_n), None)
         .into_iter()
         .map(|(sg, sgx)| ((sg / m) as f32, (sgx / m) as f32))
         .collect();
@@ -643,11 +820,15 @@ impl Tensor {
     /// shifted by `bias` (`[C]` each, optional). Same values as `batch_normalize` followed by
     /// the broadcast `mul` and `add`, in two passes forward and two backward instead of six or
     /// more. Returns the result and the statistics (for the running averages).
+    ///
+    /// With an `activation` other than [`Activation::Identity`], the result is the activation
+    /// of that, in the same pass (and its mask inside the backward passes).
     pub fn batch_norm_affine(
         &self,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f32,
+        activation: Activation,
     ) -> Result<(Tensor, Arc<ChannelStats>)> {
         if self.rank() < 2 {
             return Err(Error::bad_shape(
@@ -673,7 +854,7 @@ impl Tensor {
                 None => Ok(None),
             };
             let (w, b) = (host(&ws)?, host(&bs)?);
-            batch_norm_affine_cpu(x, (n, c, s), eps, w.as_deref(), b.as_deref())
+            batch_norm_affine_cpu(x, (n, c, s), eps, w.as_deref(), b.as_deref(), activation)
         };
         let stats = Arc::new(ChannelStats {
             mean: Tensor::from_vec(h.mean, c)?,
@@ -689,6 +870,7 @@ impl Tensor {
                 weight: weight.cloned(),
                 bias: bias.cloned(),
                 eps,
+                activation,
                 stats: stats.clone(),
             },
         );
