@@ -87,6 +87,46 @@ fn rhs_at(base: u32, k: u32, n: u32) -> f32 {
     return rhs[base + k * p.n + n];
 }
 
+// One element of a K-slice staged by a workgroup: its place in the slice (`mn` along M for A,
+// along N for B; `kk` along K) and its value, zero outside the matrix.
+struct Staged {
+    mn: u32,
+    kk: u32,
+    value: f32,
+}
+
+// Element e of the `rows` x TILE_K slice of A starting at (row0, k0), numbered so that
+// consecutive e run along lhs's contiguous axis (k, or m when LHS_T).
+fn stage_lhs(base: u32, row0: u32, k0: u32, e: u32, rows: u32) -> Staged {
+    var mm = e / TILE_K;
+    var kk = e % TILE_K;
+    if (LHS_T) {
+        kk = e / rows;
+        mm = e % rows;
+    }
+    var v = 0.0;
+    if (row0 + mm < p.m && k0 + kk < p.k) {
+        v = lhs_at(base, row0 + mm, k0 + kk);
+    }
+    return Staged(mm, kk, v);
+}
+
+// Element e of the TILE_K x `cols` slice of B starting at (k0, col0), consecutive e along
+// rhs's contiguous axis (n, or k when RHS_T).
+fn stage_rhs(base: u32, k0: u32, col0: u32, e: u32, cols: u32) -> Staged {
+    var kb = e / cols;
+    var nn = e % cols;
+    if (RHS_T) {
+        nn = e / TILE_K;
+        kb = e % TILE_K;
+    }
+    var v = 0.0;
+    if (k0 + kb < p.k && col0 + nn < p.n) {
+        v = rhs_at(base, k0 + kb, col0 + nn);
+    }
+    return Staged(nn, kb, v);
+}
+
 // matmul: out[b, m, n] = sum_k A[b, m, k] * B[b, k, n], the tiled kernel; lhs, rhs as above,
 // out: [batch, M, N] at out[b * M * N + m * N + n]. Dispatch (ceil(N / 64), ceil(M / 64), batch).
 @compute @workgroup_size(16, 16, 1)
@@ -104,34 +144,10 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>,
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var r = 0u; r < 4u; r++) {
             let e = t + r * 256u;
-            // A element (mm, kk) of the tile; consecutive e run along A's contiguous axis.
-            var mm = e / TILE_K;
-            var kk = e % TILE_K;
-            if (LHS_T) {
-                kk = e / TILE_M;
-                mm = e % TILE_M;
-            }
-            let gm = row0 + mm;
-            let gk = k0 + kk;
-            var a = 0.0;
-            if (gm < p.m && gk < p.k) {
-                a = lhs_at(a_base, gm, gk);
-            }
-            a_tile[kk * TILE_M + mm] = a;
-            // B element (kb, nn).
-            var kb = e / TILE_N;
-            var nn = e % TILE_N;
-            if (RHS_T) {
-                nn = e / TILE_K;
-                kb = e % TILE_K;
-            }
-            let gn = col0 + nn;
-            let gkb = k0 + kb;
-            var b = 0.0;
-            if (gkb < p.k && gn < p.n) {
-                b = rhs_at(b_base, gkb, gn);
-            }
-            b_tile[kb * TILE_N + nn] = b;
+            let a = stage_lhs(a_base, row0, k0, e, TILE_M);
+            a_tile[a.kk * TILE_M + a.mn] = a.value;
+            let b = stage_rhs(b_base, k0, col0, e, TILE_N);
+            b_tile[b.kk * TILE_N + b.mn] = b.value;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
@@ -194,32 +210,10 @@ fn matmul_128(@builtin(local_invocation_id) lid: vec3<u32>,
         // threads on consecutive addresses of whichever layout each operand has.
         for (var r = 0u; r < 8u; r++) {
             let e = t + r * 256u;
-            var mm = e / TILE_K;
-            var kk = e % TILE_K;
-            if (LHS_T) {
-                kk = e / WIDE_TILE;
-                mm = e % WIDE_TILE;
-            }
-            let gm = row0 + mm;
-            let gk = k0 + kk;
-            var a = 0.0;
-            if (gm < p.m && gk < p.k) {
-                a = lhs_at(bases.x, gm, gk);
-            }
-            a_wide[wide_at(kk, mm / 4u)][mm % 4u] = a;
-            var kb = e / WIDE_TILE;
-            var nn = e % WIDE_TILE;
-            if (RHS_T) {
-                nn = e / TILE_K;
-                kb = e % TILE_K;
-            }
-            let gn = col0 + nn;
-            let gkb = k0 + kb;
-            var b = 0.0;
-            if (gkb < p.k && gn < p.n) {
-                b = rhs_at(bases.y, gkb, gn);
-            }
-            b_wide[wide_at(kb, nn / 4u)][nn % 4u] = b;
+            let a = stage_lhs(bases.x, row0, k0, e, WIDE_TILE);
+            a_wide[wide_at(a.kk, a.mn / 4u)][a.mn % 4u] = a.value;
+            let b = stage_rhs(bases.y, k0, col0, e, WIDE_TILE);
+            b_wide[wide_at(b.kk, b.mn / 4u)][b.mn % 4u] = b.value;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
