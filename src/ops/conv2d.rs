@@ -907,7 +907,7 @@ mod tests {
     #[test]
     fn gemm_kernels_match_naive_kernels() {
         let mut rng = Rng::new(7);
-        let (mut direct_forward, mut direct_weight_grad) = (0, 0);
+        let (mut direct_forward, mut direct_weight_grad, mut row_weight_grad) = (0, 0, 0);
         // (n, ci, h, w, co, k, stride, padding)
         for (n, ci, h, w, co, k, s, pad) in [
             (3, 5, 7, 9, 4, 3, 2, 1),
@@ -923,13 +923,21 @@ mod tests {
             (3, 21, 9, 8, 35, 4, 2, 1),
             (2, 17, 130, 129, 18, 4, 1, 2),
             // 256+ output positions and 16+ channels: the direct weight gradient (odd sizes,
-            // a partial channel panel, taps not a multiple of 8).
-            (2, 3, 30, 27, 20, 4, 2, 1),
-            (1, 5, 20, 19, 40, 3, 1, 1),
-            // Few taps over many positions: the weight gradient split over the positions
-            // (2 and 8 parts; partial sums added in order).
+            // a partial channel panel, 81 and 72 taps).
+            (2, 9, 30, 27, 20, 3, 2, 1),
+            (1, 8, 20, 19, 40, 3, 1, 1),
+            // Few taps (at most 64) over rows at least 8 wide: the row kernel for the weight
+            // gradient (weight_grad_rows): masked row tails (OW 18, 29, 17), a full row of 16,
+            // stride 1 and 3, channels not a multiple of its 3, taps not a multiple of its 8,
+            // one channel, one image, more images than tasks.
             (2, 3, 40, 37, 20, 4, 2, 1),
             (3, 1, 61, 58, 17, 4, 2, 1),
+            (1, 3, 18, 16, 5, 3, 1, 1),
+            (9, 2, 27, 50, 1, 4, 3, 2),
+            (5, 7, 19, 33, 2, 3, 2, 0),
+            // Few taps over rows narrower than 8: the weight gradient split over the positions
+            // (partial sums added in order).
+            (40, 3, 12, 12, 20, 4, 2, 1),
             // The kernel covers the whole input (1x1 output): the single-matmul path, and a
             // padded neighbour that must not take it.
             (3, 5, 4, 4, 7, 4, 1, 0),
@@ -951,6 +959,7 @@ mod tests {
             };
             direct_forward += conv_direct::conv2d_runs_direct(&geometry) as usize;
             direct_weight_grad += conv_direct::weight_grad_runs_direct(&geometry) as usize;
+            row_weight_grad += crate::backend::cpu::weight_grad_rows::runs(&geometry) as usize;
             let x = rand(&mut rng, n * ci * h * w);
             let wt = rand(&mut rng, co * ci * k * k);
             let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{pad}");
@@ -989,8 +998,12 @@ mod tests {
         }
         // The table must keep exercising the direct kernels where this CPU runs them.
         assert!(
-            !conv_direct::available() || (direct_forward >= 2 && direct_weight_grad >= 2),
-            "direct kernel cases: forward {direct_forward}, weight gradient {direct_weight_grad}"
+            !conv_direct::available()
+                || (direct_forward >= 2
+                    && direct_weight_grad >= row_weight_grad + 3
+                    && row_weight_grad >= 5),
+            "direct kernel cases: forward {direct_forward}, weight gradient {direct_weight_grad} \
+             (by rows {row_weight_grad})"
         );
     }
 

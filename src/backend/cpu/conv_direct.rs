@@ -154,9 +154,12 @@ pub fn conv_transpose2d_runs_direct(g: &DirectConv) -> bool {
 }
 
 /// Whether [`conv2d_weight_grad`] takes this geometry (the forward then keeps no im2col for
-/// it): AVX-512, at least 16 output channels and 256 output positions.
+/// it): AVX-512, and either few taps over rows wide enough for the row kernel
+/// ([`weight_grad_rows::runs`](super::weight_grad_rows::runs)) or at least 16 output channels
+/// and 256 output positions.
 pub fn weight_grad_runs_direct(g: &DirectConv) -> bool {
-    available() && g.c_out >= 16 && g.x.0 * g.out.0 * g.out.1 >= 256
+    available()
+        && (super::weight_grad_rows::runs(g) || (g.c_out >= 16 && g.x.0 * g.out.0 * g.out.1 >= 256))
 }
 
 /// conv2d's weight gradient by the direct kernel:
@@ -175,6 +178,9 @@ pub fn conv2d_weight_grad(x: &[f32], gy: &[f32], g: DirectConv) -> Option<Vec<f3
     let positions = n_n * plane;
     if !weight_grad_runs_direct(&g) {
         return None;
+    }
+    if let Some(dw) = super::weight_grad_rows::conv2d_weight_grad(x, gy, g) {
+        return Some(dw);
     }
     let (hp, wp) = (h + 2 * p, wd + 2 * p);
     assert!(

@@ -7,6 +7,7 @@
 pub mod conv_direct;
 pub mod gemm;
 pub mod pool;
+pub mod weight_grad_rows;
 
 use rayon::prelude::*;
 
