@@ -617,14 +617,18 @@ impl Tiles<'_> {
                 let channels = NR.min(self.c_out - panel * NR);
                 for (g, tile) in sums.chunks_exact(MR * NR).take(last - first).enumerate() {
                     let valid = MR.min(positions - (first + g) * MR);
-                    for (i, &dst) in dsts[g].iter().enumerate().take(valid) {
-                        for j in 0..channels {
+                    // Channel by channel: a channel's 8 values share one or two cache lines,
+                    // while consecutive channels lie a plane apart, often a multiple of 4 KiB
+                    // (W2's 32x32 planes), where all 32 map to one L1 set and evict each
+                    // other if visited position by position.
+                    for j in 0..channels {
+                        let channel = (panel * NR + j) * self.channel_stride;
+                        for (i, &dst) in dsts[g].iter().enumerate().take(valid) {
                             // SAFETY: locate() maps positions to distinct output values of
                             // channel 0 inside out, and co * channel_stride stays inside it;
                             // each position belongs to one task, so no value is written twice.
                             unsafe {
-                                *out.get().add(dst + (panel * NR + j) * self.channel_stride) =
-                                    tile[i * NR + j];
+                                *out.get().add(dst + channel) = tile[i * NR + j];
                             }
                         }
                     }
