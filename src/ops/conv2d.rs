@@ -886,6 +886,7 @@ pub(crate) fn conv2d_weight_grad_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::conv_rows;
     use crate::tensor::Rng;
 
     fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -907,7 +908,8 @@ mod tests {
     #[test]
     fn gemm_kernels_match_naive_kernels() {
         let mut rng = Rng::new(7);
-        let (mut direct_forward, mut direct_weight_grad, mut row_weight_grad) = (0, 0, 0);
+        let (mut direct_forward, mut direct_weight_grad) = (0, 0);
+        let (mut row_forward, mut row_weight_grad) = (0, 0);
         // (n, ci, h, w, co, k, stride, padding)
         for (n, ci, h, w, co, k, s, pad) in [
             (3, 5, 7, 9, 4, 3, 2, 1),
@@ -926,10 +928,11 @@ mod tests {
             // a partial channel panel, 81 and 72 taps).
             (2, 9, 30, 27, 20, 3, 2, 1),
             (1, 8, 20, 19, 40, 3, 1, 1),
-            // Few taps (at most 64) over rows at least 8 wide: the row kernel for the weight
-            // gradient (weight_grad_rows): masked row tails (OW 18, 29, 17), a full row of 16,
-            // stride 1 and 3, channels not a multiple of its 3, taps not a multiple of its 8,
-            // one channel, one image, more images than tasks.
+            // Few taps over rows at least 8 wide: the row kernels (conv_rows) of the forward
+            // (under 64 taps) and the weight gradient (at most 64): masked row tails (OW 18,
+            // 29, 17), a full row of 16, stride 1 and 3, channels not a multiple of their
+            // tiles' 6 and 3, taps not a multiple of 8, one channel, one image, more images
+            // than tasks, a partial last group of 4 row vectors.
             (2, 3, 40, 37, 20, 4, 2, 1),
             (3, 1, 61, 58, 17, 4, 2, 1),
             (1, 3, 18, 16, 5, 3, 1, 1),
@@ -959,7 +962,8 @@ mod tests {
             };
             direct_forward += conv_direct::conv2d_runs_direct(&geometry) as usize;
             direct_weight_grad += conv_direct::weight_grad_runs_direct(&geometry) as usize;
-            row_weight_grad += crate::backend::cpu::weight_grad_rows::runs(&geometry) as usize;
+            row_weight_grad += conv_rows::weight_grad_runs(&geometry) as usize;
+            row_forward += conv_rows::conv2d_runs(&geometry) as usize;
             let x = rand(&mut rng, n * ci * h * w);
             let wt = rand(&mut rng, co * ci * k * k);
             let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{pad}");
@@ -999,11 +1003,12 @@ mod tests {
         // The table must keep exercising the direct kernels where this CPU runs them.
         assert!(
             !conv_direct::available()
-                || (direct_forward >= 2
+                || (direct_forward >= row_forward + 2
+                    && row_forward >= 5
                     && direct_weight_grad >= row_weight_grad + 3
                     && row_weight_grad >= 5),
-            "direct kernel cases: forward {direct_forward}, weight gradient {direct_weight_grad} \
-             (by rows {row_weight_grad})"
+            "direct kernel cases: forward {direct_forward} (by rows {row_forward}), weight \
+             gradient {direct_weight_grad} (by rows {row_weight_grad})"
         );
     }
 

@@ -64,15 +64,19 @@ pub struct DirectConv {
 }
 
 /// Below this many taps (`C_in*KH*KW`) a tile's 8 x 32 results cost more to write than to
-/// compute, and im2col + GEMM is faster (a first layer on 1-channel images: 16 taps, 0.57 ms
-/// direct against 0.29 ms for W1's D.c1).
+/// compute (a first layer on 1-channel images: 16 taps, 0.57 ms direct against 0.29 ms by
+/// im2col + GEMM for W1's D.c1); the row kernel (`conv_rows`) or im2col + GEMM serve those.
 pub const MIN_TAPS: usize = 64;
 
-/// `conv2d(x, w)` by the direct kernel; `None` when the CPU lacks AVX-512 or the convolution
-/// has fewer than [`MIN_TAPS`] taps (the caller then takes the im2col path).
+/// `conv2d(x, w)` by a direct kernel: the row kernel of `conv_rows` for fewer than
+/// [`MIN_TAPS`] taps over rows at least 8 wide, else the 8 x 32 tile below; `None` when the
+/// CPU lacks AVX-512 or neither applies (the caller then takes the im2col path).
 pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     if !conv2d_runs_direct(&g) {
         return None;
+    }
+    if let Some(out) = super::conv_rows::conv2d(x, w, g) {
+        return Some(out);
     }
     let (n_n, ci_n, h, wd) = g.x;
     let (kh_n, kw_n) = g.kernel;
@@ -134,9 +138,11 @@ pub fn conv2d(x: &[f32], w: &[f32], g: DirectConv) -> Option<Vec<f32>> {
     Some(out)
 }
 
-/// Whether [`conv2d`] takes this geometry: AVX-512 and at least [`MIN_TAPS`] taps.
+/// Whether [`conv2d`] takes this geometry: AVX-512, and either at least [`MIN_TAPS`] taps or
+/// fewer over rows wide enough for the row kernel
+/// ([`conv_rows::conv2d_runs`](super::conv_rows::conv2d_runs)).
 pub fn conv2d_runs_direct(g: &DirectConv) -> bool {
-    available() && g.x.1 * g.kernel.0 * g.kernel.1 >= MIN_TAPS
+    available() && (g.x.1 * g.kernel.0 * g.kernel.1 >= MIN_TAPS || super::conv_rows::conv2d_runs(g))
 }
 
 /// Whether [`conv_transpose2d`] takes this geometry: AVX-512, a kernel at least the stride,
@@ -155,11 +161,12 @@ pub fn conv_transpose2d_runs_direct(g: &DirectConv) -> bool {
 
 /// Whether [`conv2d_weight_grad`] takes this geometry (the forward then keeps no im2col for
 /// it): AVX-512, and either few taps over rows wide enough for the row kernel
-/// ([`weight_grad_rows::runs`](super::weight_grad_rows::runs)) or at least 16 output channels
+/// ([`conv_rows::weight_grad_runs`](super::conv_rows::weight_grad_runs)) or at least 16 output channels
 /// and 256 output positions.
 pub fn weight_grad_runs_direct(g: &DirectConv) -> bool {
     available()
-        && (super::weight_grad_rows::runs(g) || (g.c_out >= 16 && g.x.0 * g.out.0 * g.out.1 >= 256))
+        && (super::conv_rows::weight_grad_runs(g)
+            || (g.c_out >= 16 && g.x.0 * g.out.0 * g.out.1 >= 256))
 }
 
 /// conv2d's weight gradient by the direct kernel:
@@ -179,7 +186,7 @@ pub fn conv2d_weight_grad(x: &[f32], gy: &[f32], g: DirectConv) -> Option<Vec<f3
     if !weight_grad_runs_direct(&g) {
         return None;
     }
-    if let Some(dw) = super::weight_grad_rows::conv2d_weight_grad(x, gy, g) {
+    if let Some(dw) = super::conv_rows::conv2d_weight_grad(x, gy, g) {
         return Some(dw);
     }
     let (hp, wp) = (h + 2 * p, wd + 2 * p);

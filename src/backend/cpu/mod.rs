@@ -5,9 +5,9 @@
 //! when it is large enough to pay for the split.
 
 pub mod conv_direct;
+pub mod conv_rows;
 pub mod gemm;
 pub mod pool;
-pub mod weight_grad_rows;
 
 use rayon::prelude::*;
 
