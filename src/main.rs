@@ -235,6 +235,13 @@ struct TrainArgs {
     /// Weight clipping bound (wgan).
     #[arg(long)]
     clip_value: Option<f32>,
+    /// R1 penalty weight gamma on D's gradient at real data (Mescheder et al. 2018); 0 is off,
+    /// 1-10 usual. Not for wgan / wgan-gp.
+    #[arg(long)]
+    r1_gamma: Option<f32>,
+    /// Apply R1 every N D steps, weighted by N (StyleGAN2's lazy regularisation uses 16).
+    #[arg(long, value_name = "N")]
+    r1_every: Option<usize>,
     /// One-sided label smoothing: D's real target is 1 - this.
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -344,6 +351,8 @@ impl TrainArgs {
         put(&mut gan, "n_critic", self.n_critic.map(|v| int(v as u64)));
         put(&mut gan, "gp_weight", self.gp_weight.map(float));
         put(&mut gan, "clip_value", self.clip_value.map(float));
+        put(&mut gan, "r1_gamma", self.r1_gamma.map(float));
+        put(&mut gan, "r1_every", self.r1_every.map(|v| int(v as u64)));
         put(&mut gan, "label_smoothing", self.label_smoothing.map(float));
         put(&mut gan, "ema_decay", self.ema_decay.map(float));
         if !gan.is_empty() {

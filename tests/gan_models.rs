@@ -17,7 +17,7 @@
 
 use ganforge::autograd;
 use ganforge::data::toy::GaussianMixture;
-use ganforge::gan::losses::{gradient_norms, gradient_penalty, interpolation_weights};
+use ganforge::gan::losses::{gradient_norms, gradient_penalty, interpolation_weights, r1_penalty};
 use ganforge::gan::{Architecture, DataShape, Gan, GanConfig, ModelKind};
 use ganforge::nn::Module;
 use ganforge::{Device, Rng, Tensor};
@@ -427,7 +427,7 @@ fn gradient_penalty_matches_finite_differences_and_reaches_the_weights() {
         }
         // ... with the value of an independent f64 computation for the MLP critic.
         if shape.points_2d {
-            check_gp_weight_gradients(&gan, &x_hat);
+            check_penalty_weight_gradients(&gan, &x_hat, |norm| (norm - 1.0).powi(2));
         }
     }
 }
@@ -435,9 +435,9 @@ fn gradient_penalty_matches_finite_differences_and_reaches_the_weights() {
 /// For the MLP critic `D(x) = w3 . lrelu(W2 lrelu(W1 x + b1) + b2) + b3` (slope 0.2), the
 /// input gradient is `g = W1^T (s1 * (W2^T (s2 * w3)))` with `s1`, `s2` the slopes at the
 /// pre-activations. With the slopes frozen at the current point (the penalty is smooth there),
-/// central differences of the f64 penalty in every weight must equal the engine's
-/// second-order gradient.
-fn check_gp_weight_gradients(gan: &Gan, x_hat: &[f32]) {
+/// central differences of the f64 penalty `mean_i per_example(||g_i||)` in every weight must
+/// equal the engine's second-order gradient (left on the weights by the caller's backward).
+fn check_penalty_weight_gradients(gan: &Gan, x_hat: &[f32], per_example: impl Fn(f64) -> f64) {
     let d = gan.discriminator();
     let p: HashMap<String, Tensor> = d.named_parameters().into_iter().collect();
     let get = |n: &str| -> Vec<f64> { p[n].to_vec().iter().map(|&v| v as f64).collect() };
@@ -478,7 +478,7 @@ fn check_gp_weight_gradients(gan: &Gan, x_hat: &[f32]) {
                 .map(|k| (0..h).map(|r| w1[2 * r + k] * t1[r]).sum::<f64>())
                 .collect();
             let norm = (g[0] * g[0] + g[1] * g[1] + 1e-12).sqrt();
-            total += (norm - 1.0).powi(2);
+            total += per_example(norm);
         }
         total / n as f64
     };
@@ -501,12 +501,125 @@ fn check_gp_weight_gradients(gan: &Gan, x_hat: &[f32]) {
             let got = engine[j] as f64;
             assert!(
                 (got - want).abs() <= 1e-5 + 1e-3 * want.abs(),
-                "d gp / d {name}[{j}] = {got}, f64 reference {want}"
+                "d penalty / d {name}[{j}] = {got}, f64 reference {want}"
             );
             checked += 1;
         }
     }
     assert_eq!(checked, 2 * h + h * h + h);
+}
+
+/// R1 (Mescheder et al. 2018): the penalty equals the mean squared input-gradient norm from
+/// central differences of D at the real examples, and its second-order gradient on D's
+/// weights equals an independent f64 computation (MLP D on points; for the value also a
+/// conditional conv D without batch norm, whose examples do not interact).
+#[test]
+fn r1_penalty_matches_finite_differences_and_reaches_the_weights() {
+    for (shape, model, conditional) in [
+        (DataShape::points(0), ModelKind::Vanilla, false),
+        (DataShape::image(1, 28, 28, 3), ModelKind::WganGp, true),
+    ] {
+        let mut cfg = small(model, conditional);
+        cfg.ndf = 2;
+        cfg.hidden = 8;
+        let mut rng = Rng::new(21);
+        let gan = Gan::new(&cfg, &shape, &mut rng, &CPU).unwrap();
+        let n = 3;
+        let (real, labels) = batch(&shape, n, &mut rng);
+        let leaf = real.detach();
+        leaf.set_requires_grad(true);
+        let d = gan.discriminator();
+        let scores = d.forward_with_labels(&leaf, labels.as_deref()).unwrap();
+        let r1 = r1_penalty(&scores, &leaf).unwrap();
+        let fd = fd_input_norms(&gan, &real.to_vec(), real.dims(), labels.as_deref());
+        let want = fd.iter().map(|w| w * w).sum::<f64>() / n as f64;
+        let got = r1.to_scalar().unwrap() as f64;
+        assert!(
+            want > 1e-6 && (got - want).abs() <= 1e-4 + 3e-3 * want,
+            "{shape}: r1 {got} vs finite differences {want}"
+        );
+        d.zero_grad();
+        r1.backward().unwrap();
+        if shape.points_2d {
+            check_penalty_weight_gradients(&gan, &real.to_vec(), |norm| norm * norm);
+        }
+    }
+    // A score that does not depend on the batch is an error naming R1, not a panic.
+    let x = Tensor::from_vec(vec![1.0, 2.0], [1, 2]).unwrap();
+    x.set_requires_grad(true);
+    let constant = Tensor::from_vec(vec![3.0], [1, 1]).unwrap();
+    let err = r1_penalty(&constant, &x).unwrap_err().to_string();
+    assert!(err.contains("r1_penalty"), "{err}");
+}
+
+/// `train_step` with R1 on a DCGAN (batch norm in D): the penalty is logged on every
+/// `r1_every`-th D step only, D's update differs from the same step without it, and bad
+/// settings are clear errors.
+#[test]
+fn train_step_applies_r1_lazily_and_rejects_bad_settings() {
+    let shape = DataShape::image(1, 28, 28, 10);
+    let mut cfg = small(ModelKind::Dcgan, false);
+    cfg.r1_gamma = 10.0;
+    cfg.r1_every = 2;
+    let plain = GanConfig {
+        r1_gamma: 0.0,
+        ..cfg.clone()
+    };
+    let mut rng = Rng::new(8);
+    let mut gan = Gan::new(&cfg, &shape, &mut rng, &CPU).unwrap();
+    let mut rng_plain = Rng::new(8);
+    let mut gan_plain = Gan::new(&plain, &shape, &mut rng_plain, &CPU).unwrap();
+    for step in 0..4 {
+        let (real, _) = batch(&shape, 4, &mut rng);
+        let _ = batch(&shape, 4, &mut rng_plain);
+        let logs = gan.train_step(&real, None, &mut rng).unwrap();
+        let logs_plain = gan_plain.train_step(&real, None, &mut rng_plain).unwrap();
+        let r1 = logs.iter().find(|(k, _)| k == "r1").map(|(_, v)| *v);
+        assert_eq!(
+            r1.is_some(),
+            step % 2 == 0,
+            "step {step}: r1 logged = {r1:?}"
+        );
+        if let Some(v) = r1 {
+            assert!(v.is_finite() && v > 0.0, "step {step}: r1 = {v}");
+        }
+        assert!(logs_plain.iter().all(|(k, _)| k != "r1"));
+    }
+    let moved = changed(
+        &snapshot(gan.discriminator().named_parameters()),
+        &snapshot(gan_plain.discriminator().named_parameters()),
+    );
+    assert!(!moved.is_empty(), "R1 must change D's updates");
+
+    for (bad, needle) in [
+        (
+            GanConfig {
+                r1_gamma: 1.0,
+                ..small(ModelKind::WganGp, false)
+            },
+            "gradient penalty",
+        ),
+        (
+            GanConfig {
+                r1_every: 0,
+                ..cfg.clone()
+            },
+            "r1_every",
+        ),
+        (
+            GanConfig {
+                r1_gamma: -1.0,
+                ..cfg.clone()
+            },
+            "r1_gamma",
+        ),
+    ] {
+        let err = Gan::new(&bad, &shape, &mut Rng::new(0), &CPU)
+            .err()
+            .expect("a bad R1 setting must be refused")
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
 }
 
 #[test]

@@ -116,6 +116,20 @@ pub struct GanConfig {
     /// after each G update `G_ema = ema_decay * G_ema + (1 - ema_decay) * G`, and samples can
     /// be drawn from `G_ema`.
     pub ema_decay: f32,
+    /// Weight `gamma` of the R1 penalty (Mescheder et al. 2018, eq. 9): `gamma / 2 *
+    /// mean_i ||d D(x_i) / d x_i||^2` over the real batch, added to D's loss; 0 is off. Not
+    /// for `wgan` / `wgan-gp` (their critics have weight clipping and their own penalty).
+    #[serde(default)]
+    pub r1_gamma: f32,
+    /// Apply R1 on every `r1_every`-th D step only, weighted by `r1_every` (the lazy
+    /// regularisation of StyleGAN2, Karras et al. 2020, which uses 16); 1 is every step.
+    #[serde(default = "every_step")]
+    pub r1_every: usize,
+}
+
+/// Serde's default for [`GanConfig::r1_every`] (configs written before R1 existed).
+fn every_step() -> usize {
+    1
 }
 
 impl GanConfig {
@@ -149,6 +163,8 @@ impl GanConfig {
             clip_value: 0.01,
             label_smoothing: 0.0,
             ema_decay: 0.0,
+            r1_gamma: 0.0,
+            r1_every: 1,
         };
         match model {
             ModelKind::Vanilla | ModelKind::Dcgan | ModelKind::Cgan | ModelKind::Lsgan => base,

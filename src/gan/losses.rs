@@ -69,6 +69,36 @@ pub fn generator_loss(model: ModelKind, d_fake: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The R1 penalty (Mescheder et al. 2018, eq. 9, without its `gamma / 2`): the mean over the
+/// real batch of the squared norm of D's gradient at each real example,
+///
+/// ```text
+/// g_i = d/dx_i  sum_j D(x_j)              (autodiff, create_graph = true)
+/// r1  = mean_i sum_k g_ik^2
+/// ```
+///
+/// `d_real` are D's scores on `real_leaf`, a leaf that requires grad (the same forward pass
+/// serves D's loss). `g` is recorded, so `r1.backward()` reaches D's weights (second order).
+pub fn r1_penalty(d_real: &Tensor, real_leaf: &Tensor) -> Result<Tensor> {
+    let g = autograd::grad(
+        &[d_real.sum_all()?],
+        None,
+        std::slice::from_ref(real_leaf),
+        true,
+    )
+    .map_err(|e| Error::Autograd(format!("r1_penalty: {e}")))?
+    .pop()
+    .flatten()
+    .ok_or_else(|| {
+        Error::Autograd(
+            "r1_penalty: D's scores do not depend on the real batch (is it a leaf that \
+             requires grad?)"
+                .into(),
+        )
+    })?;
+    g.flatten(1)?.sqr()?.sum(&[1], false)?.mean_all()
+}
+
 /// Added under the square root of the gradient norm so its derivative stays finite when a
 /// gradient is exactly zero (`d sqrt(u) / du` is infinite at 0); it moves a norm of 1 by
 /// 5e-13.

@@ -3,7 +3,9 @@
 //! resume.
 
 use super::config::{DataShape, GanConfig, ModelKind};
-use super::losses::{discriminator_loss, generator_loss, gradient_penalty, interpolation_weights};
+use super::losses::{
+    discriminator_loss, generator_loss, gradient_penalty, interpolation_weights, r1_penalty,
+};
 use super::models::{Architecture, Discriminator, Generator};
 use crate::autograd::no_grad;
 use crate::backend::Device;
@@ -47,7 +49,8 @@ type BoxedOptimizer = Box<dyn Optimizer + Send + Sync>;
 ///
 /// ```text
 /// z ~ N(0, I);  fake = G(z, y)                                  (y: the batch's labels)
-/// D step:  L_D = loss_D(D(real, y), D(fake.detach(), y)) [+ gp_weight * gp];  D.step()
+/// D step:  L_D = loss_D(D(real, y), D(fake.detach(), y)) [+ gp_weight * gp]
+///          [+ r1_gamma / 2 * r1 on every r1_every-th step, times r1_every];  D.step()
 ///          wgan: clamp every D parameter to [-clip_value, clip_value]
 /// G step (every n_critic-th call):
 ///          n_critic == 1: the same `fake` (as pytorch/examples/dcgan), re-scored by the
@@ -131,6 +134,23 @@ fn validate(cfg: &GanConfig, shape: &DataShape) -> Result<()> {
         return bad(format!(
             "clip_value is {}; wgan needs a positive clipping bound (0.01 in the paper)",
             cfg.clip_value
+        ));
+    }
+    if !(cfg.r1_gamma.is_finite() && cfg.r1_gamma >= 0.0) {
+        return bad(format!(
+            "r1_gamma is {}; it must be >= 0 (0 turns R1 off; 1-10 is usual)",
+            cfg.r1_gamma
+        ));
+    }
+    if cfg.r1_every == 0 {
+        return bad("r1_every is 0; it must be at least 1 (every D step)".to_string());
+    }
+    if cfg.r1_gamma > 0.0 && cfg.model.is_wasserstein() {
+        return bad(format!(
+            "the R1 penalty is for the families with a classifier-like D, not {}: wgan clips \
+             the critic's weights and wgan-gp has its own gradient penalty (gp_weight); set \
+             r1_gamma to 0",
+            cfg.model
         ));
     }
     if cfg.model == ModelKind::WganGp && !(cfg.gp_weight.is_finite() && cfg.gp_weight >= 0.0) {
@@ -338,10 +358,28 @@ impl Gan {
             self.g.forward_with_labels(&z, labels)?
         };
         self.opt_d.zero_grad();
-        let d_real = self.d.forward_with_labels(real, labels)?;
+        // With R1 due this step, the real batch is a leaf that requires grad, so that the
+        // same forward pass serves the loss and the penalty's gradient.
+        let r1_due = self.cfg.r1_gamma > 0.0 && self.step.is_multiple_of(self.cfg.r1_every as u64);
+        let real_in = if r1_due {
+            let leaf = real.detach();
+            leaf.set_requires_grad(true);
+            leaf
+        } else {
+            real.clone()
+        };
+        let d_real = self.d.forward_with_labels(&real_in, labels)?;
         let d_fake = self.d.forward_with_labels(&fake.detach(), labels)?;
         let scope = profile::root_scope("loss_d");
         let mut loss_d = discriminator_loss(model, &d_real, &d_fake, self.cfg.label_smoothing)?;
+        let mut r1_value = None;
+        if r1_due {
+            let _s = profile::root_scope("R1 penalty");
+            let r1 = r1_penalty(&d_real, &real_in)?;
+            r1_value = Some(r1.to_scalar()?);
+            let weight = 0.5 * self.cfg.r1_gamma * self.cfg.r1_every as f32;
+            loss_d = loss_d.add(&r1.mul_scalar(weight))?;
+        }
         let mut gp_value = None;
         if model == ModelKind::WganGp {
             let _s = profile::root_scope("gradient penalty");
@@ -439,6 +477,9 @@ impl Gan {
         out.push(("d_fake".to_string(), d_fake_value));
         if let Some(gp) = gp_value {
             out.push(("gp".to_string(), gp));
+        }
+        if let Some(r1) = r1_value {
+            out.push(("r1".to_string(), r1));
         }
         self.step += 1;
         Ok(out)
