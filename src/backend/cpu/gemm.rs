@@ -143,7 +143,8 @@ pub fn gemm(
 const GEMV_TASK: usize = 1 << 16;
 
 /// A matrix-vector product where its operands allow one: `N = 1` with A's rows and B's column
-/// contiguous (`c[i] = dot(A[i, :], B[:, 0])`), or `M = 1` with B's rows contiguous (`c[0, :]
+/// contiguous (`c[i] = dot(A[i, :], B[:, 0])`), `K = 1` with B's row contiguous (an outer
+/// product, `c[i, :] = a(i, 0) * B[0, :]`), or `M = 1` with B's rows contiguous (`c[0, :]
 /// = sum_p a(0, p) * B[p, :]`, row updates). The tiled kernels would fill one of their 32
 /// columns or 8 rows and pack both operands first; here each is read once (W1's last layer,
 /// `[64, 6272] x [6272, 1]`: 0.32 -> 0.05 ms). Returns false (nothing done) otherwise.
@@ -179,6 +180,18 @@ fn gemv(
                     }
                 }
             });
+        return true;
+    }
+    if k == 1 && b.col_stride == 1 {
+        // An outer product: c[i, :] (+)= a(i, 0) * B[0, :].
+        assert!(c.len() >= (m - 1) * ldc + n, "gemv: C too small");
+        let row = &b.data[..n];
+        super::for_each_row(&mut c[..(m - 1) * ldc + n], ldc, |i, c_row| {
+            let ai = a.at(i, 0);
+            for (o, &v) in c_row.iter_mut().zip(row) {
+                *o = if accumulate { *o + ai * v } else { ai * v };
+            }
+        });
         return true;
     }
     if m == 1 && b.col_stride == 1 {
@@ -894,6 +907,10 @@ mod tests {
             (1, 7, 3),
             (1, 6272, 64),
             (1, 3001, 40),
+            // K = 1: outer products (one row, many rows, parallel rows).
+            (1, 9, 1),
+            (64, 6272, 1),
+            (7, 33, 1),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 for accumulate in [false, true] {
