@@ -197,6 +197,41 @@ fn gpu_every_gan_family_trains_like_the_cpu() {
     }
 }
 
+/// The R1 penalty on a DCGAN (batch norm in D, so its second-order rules run too) gives the
+/// CPU's losses and penalty on the GPU, on the steps it is due (every 2nd here).
+#[test]
+fn gpu_r1_penalty_on_a_dcgan_matches_the_cpu() {
+    let Some(gpu) = gpu_or_skip("gpu_r1_penalty_on_a_dcgan_matches_the_cpu") else {
+        return;
+    };
+    let shape = DataShape::image(1, 28, 28, 0);
+    let mut cfg = GanConfig::defaults_for_data(ModelKind::Dcgan, &shape);
+    (cfg.ngf, cfg.ndf, cfg.latent_dim) = (4, 4, 8);
+    (cfg.r1_gamma, cfg.r1_every) = (1.0, 2);
+    let mut runs = Vec::new();
+    for dev in [Device::Cpu, gpu.clone()] {
+        let mut rng = Rng::new(17);
+        let mut gan = Gan::new(&cfg, &shape, &mut rng, &dev).unwrap();
+        let mut data = Rng::new(18);
+        let mut logs = Vec::new();
+        for _ in 0..3 {
+            let real = Tensor::rand_uniform(-1.0, 1.0, [4, 1, 28, 28], &mut data, &dev);
+            logs.extend(gan.train_step(&real, None, &mut rng).unwrap());
+        }
+        runs.push(logs);
+    }
+    let (cpu, gpu_logs) = (&runs[0], &runs[1]);
+    assert_eq!(cpu.iter().filter(|(k, _)| k == "r1").count(), 2, "{cpu:?}");
+    assert_eq!(cpu.len(), gpu_logs.len());
+    for ((name, c), (gname, g)) in cpu.iter().zip(gpu_logs) {
+        assert_eq!(name, gname);
+        assert!(
+            (c - g).abs() <= 1e-4 + 1e-3 * c.abs(),
+            "{name}: cpu {c} gpu {g}"
+        );
+    }
+}
+
 /// Standing statistics (the EMA generator's batch norm, recomputed from its own
 /// training-mode passes with the in-place running-average ops) give the same running
 /// statistics and eval-mode samples on the GPU as on the CPU.
