@@ -1,5 +1,5 @@
 //! Kernel benchmark: times the CPU kernels at the DCGAN layer shapes of
-//! `../shared/anchors/perf.md` (W1 dcgan-mnist, batch 64) and prints one table:
+//! `../shared/anchors/perf.md` (W1 dcgan-mnist and W2 dcgan-64, batch 64) and prints one table:
 //! op, shape, ms (median), GFLOP/s from the counted FLOPs.
 //!
 //! Run: `cargo bench --bench kernels` (release build). Threads: rayon's default (all cores);
@@ -65,6 +65,11 @@ fn main() {
     let convs = [
         ("conv2d D.c1", 64, 1, 28, 64, 4, 2, 1),
         ("conv2d D.c2", 64, 64, 14, 128, 4, 2, 1),
+        ("W2 conv2d D.c1", 64, 3, 64, 64, 4, 2, 1),
+        ("W2 conv2d D.c2", 64, 64, 32, 128, 4, 2, 1),
+        ("W2 conv2d D.c3", 64, 128, 16, 256, 4, 2, 1),
+        ("W2 conv2d D.c4", 64, 256, 8, 512, 4, 2, 1),
+        ("W2 conv2d D.c5", 64, 512, 4, 1, 4, 1, 0),
     ];
     for (name, n, ci, h, co, k, s, p) in convs {
         let params = Conv2dParams {
@@ -109,6 +114,11 @@ fn main() {
         ("convT G.ct1", 64, 100, 1, 256, 7, 1, 0),
         ("convT G.ct2", 64, 256, 7, 128, 4, 2, 1),
         ("convT G.ct3", 64, 128, 14, 1, 4, 2, 1),
+        ("W2 convT G.ct1", 64, 100, 1, 512, 4, 1, 0),
+        ("W2 convT G.ct2", 64, 512, 4, 256, 4, 2, 1),
+        ("W2 convT G.ct3", 64, 256, 8, 128, 4, 2, 1),
+        ("W2 convT G.ct4", 64, 128, 16, 64, 4, 2, 1),
+        ("W2 convT G.ct5", 64, 64, 32, 3, 4, 2, 1),
     ];
     for (name, n, ci, h, co, k, s, p) in convts {
         let params = ConvTranspose2dParams {
@@ -150,7 +160,15 @@ fn main() {
         );
     }
 
-    for (c, h) in [(256usize, 7usize), (128, 14)] {
+    // W1's two batch norms, then W2's (G: 512@4, 256@8, 128@16, 64@32; D shares 128-512).
+    for (c, h) in [
+        (256usize, 7usize),
+        (128, 14),
+        (512, 4),
+        (256, 8),
+        (128, 16),
+        (64, 32),
+    ] {
         let x = Tensor::randn(0.0, 1.0, [64, c, h, h], &mut rng, &dev);
         let (gamma, beta) = (Tensor::ones(c, &dev), Tensor::zeros(c, &dev));
         let (rm, rv) = (Tensor::zeros(c, &dev), Tensor::ones(c, &dev));
