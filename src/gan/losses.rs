@@ -80,23 +80,24 @@ pub fn generator_loss(model: ModelKind, d_fake: &Tensor) -> Result<Tensor> {
 /// `d_real` are D's scores on `real_leaf`, a leaf that requires grad (the same forward pass
 /// serves D's loss). `g` is recorded, so `r1.backward()` reaches D's weights (second order).
 pub fn r1_penalty(d_real: &Tensor, real_leaf: &Tensor) -> Result<Tensor> {
-    let g = autograd::grad(
-        &[d_real.sum_all()?],
-        None,
-        std::slice::from_ref(real_leaf),
-        true,
-    )
-    .map_err(|e| Error::Autograd(format!("r1_penalty: {e}")))?
-    .pop()
-    .flatten()
-    .ok_or_else(|| {
-        Error::Autograd(
-            "r1_penalty: D's scores do not depend on the real batch (is it a leaf that \
-             requires grad?)"
-                .into(),
-        )
-    })?;
-    g.flatten(1)?.sqr()?.sum(&[1], false)?.mean_all()
+    squared_input_gradient_norms("r1_penalty", d_real, real_leaf)?.mean_all()
+}
+
+/// `||d/dx_i sum_j scores_j||^2` per example, `[N]`, with the gradient recorded
+/// (`create_graph`), so that a penalty on it reaches D's weights: the shared part of R1 and the
+/// WGAN-GP penalty. `x` is the leaf the scores were computed from; `op` names the penalty in
+/// errors.
+fn squared_input_gradient_norms(op: &str, scores: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let g = autograd::grad(&[scores.sum_all()?], None, std::slice::from_ref(x), true)
+        .map_err(|e| Error::Autograd(format!("{op}: {e}")))?
+        .pop()
+        .flatten()
+        .ok_or_else(|| {
+            Error::Autograd(format!(
+                "{op}: D's scores do not depend on its input (is it a leaf that requires grad?)"
+            ))
+        })?;
+    g.flatten(1)?.sqr()?.sum(&[1], false)
 }
 
 /// Added under the square root of the gradient norm so its derivative stays finite when a
@@ -177,13 +178,7 @@ pub fn gradient_norms(
             .add(&fake.detach().mul(&e.affine(-1.0, 1.0))?)?
     };
     x_hat.set_requires_grad(true);
-    let scores = critic.forward_with_labels(&x_hat, labels)?.sum_all()?;
-    let g = autograd::grad(&[scores], None, std::slice::from_ref(&x_hat), true)?
-        .pop()
-        .flatten()
-        .ok_or_else(|| {
-            Error::Autograd("gradient_penalty: the critic's output does not depend on x".into())
-        })?;
-    let squared = g.flatten(1)?.sqr()?.sum(&[1], false)?;
+    let scores = critic.forward_with_labels(&x_hat, labels)?;
+    let squared = squared_input_gradient_norms("gradient_penalty", &scores, &x_hat)?;
     Ok(squared.add_scalar(GP_NORM_EPS).sqrt())
 }

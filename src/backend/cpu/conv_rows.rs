@@ -86,12 +86,7 @@ impl XPhase {
         let (kh_n, kw_n) = g.kernel;
         let (oh_n, ow_n) = g.out;
         let (s, p) = (g.stride, g.padding);
-        let (hp, wp) = (h + 2 * p, wd + 2 * p);
-        assert!(
-            (oh_n - 1) * s + kh_n <= hp && (ow_n - 1) * s + kw_n <= wp,
-            "conv_rows: output larger than the padded input"
-        );
-        assert_eq!(x.len(), n_n * ci_n * h * wd, "conv_rows: x");
+        let (hp, wp) = g.padded_size("conv_rows", x);
         let wq = wp.div_ceil(s);
         let phase_plane = hp * s * wq;
         let mut data = pool::take(n_n * ci_n * phase_plane);

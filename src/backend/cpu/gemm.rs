@@ -893,8 +893,59 @@ mod tests {
         out
     }
 
-    /// The matrix-vector paths of [`gemm`] (N = 1 as dot products, M = 1 as row updates), and
-    /// the layouts that must fall through to the tiled kernels, against the f64 loop.
+    /// Runs `run(a, b, c, ldc)` on fresh random operands of `m x k` and `k x n` (stored
+    /// transposed when `ta` / `tb`, the view undoing it) and a C with padding between rows, and
+    /// checks C against [`reference`] within `tol * (1 + |want|) * sqrt(k)`, and that the
+    /// padding is untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn check_against_reference(
+        what: &str,
+        rng: &mut Rng,
+        (m, n, k): (usize, usize, usize),
+        (ta, tb): (bool, bool),
+        accumulate: bool,
+        tol: f64,
+        run: impl FnOnce(MatRef, MatRef, &mut [f32], usize),
+    ) {
+        let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let a = if ta {
+            MatRef::row_major(&a_data, m).t()
+        } else {
+            MatRef::row_major(&a_data, k)
+        };
+        let b = if tb {
+            MatRef::row_major(&b_data, k).t()
+        } else {
+            MatRef::row_major(&b_data, n)
+        };
+        let ldc = n + 3;
+        let c0: Vec<f32> = (0..m * ldc).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let mut c = c0.clone();
+        run(a, b, &mut c, ldc);
+        let want = reference(m, n, k, a, b, &c0, ldc, accumulate);
+        let what = format!("{what} m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate}");
+        for i in 0..m {
+            for j in 0..n {
+                let (g, w) = (c[i * ldc + j] as f64, want[i * n + j]);
+                assert!(
+                    (g - w).abs() <= tol * (1.0 + w.abs()) * (k as f64).sqrt(),
+                    "{what}: C[{i},{j}] = {g}, want {w}"
+                );
+            }
+            for j in n..ldc.min(c.len() - i * ldc) {
+                assert_eq!(
+                    c[i * ldc + j],
+                    c0[i * ldc + j],
+                    "{what}: wrote past column n"
+                );
+            }
+        }
+    }
+
+    /// The matrix-vector paths of [`gemm`] (N = 1 as dot products, K = 1 as an outer product,
+    /// M = 1 as row updates) against the f64 loop: each size must take one with untransposed
+    /// operands; the other layouts either take one too or fall through to the tiled kernels.
     #[test]
     fn gemv_paths_match_naive_f64() {
         let mut rng = Rng::new(5);
@@ -914,36 +965,21 @@ mod tests {
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 for accumulate in [false, true] {
-                    let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                    let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                    let a = if ta {
-                        MatRef::row_major(&a_data, m).t()
-                    } else {
-                        MatRef::row_major(&a_data, k)
-                    };
-                    let b = if tb {
-                        MatRef::row_major(&b_data, k).t()
-                    } else {
-                        MatRef::row_major(&b_data, n)
-                    };
-                    let ldc = n + 2;
-                    let c0: Vec<f32> = (0..m * ldc).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                    let mut c = c0.clone();
-                    gemm(m, n, k, a, b, &mut c, ldc, accumulate);
-                    let want = reference(m, n, k, a, b, &c0, ldc, accumulate);
-                    let what = format!("m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate}");
-                    for i in 0..m {
-                        for j in 0..n {
-                            let (g, w) = (c[i * ldc + j] as f64, want[i * n + j]);
-                            assert!(
-                                (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt(),
-                                "{what}: C[{i},{j}] = {g}, want {w}"
-                            );
-                        }
-                        for j in n..ldc.min(c.len() - i * ldc) {
-                            assert_eq!(c[i * ldc + j], c0[i * ldc + j], "{what}: wrote past n");
-                        }
-                    }
+                    check_against_reference(
+                        "gemv",
+                        &mut rng,
+                        (m, n, k),
+                        (ta, tb),
+                        accumulate,
+                        1e-5,
+                        |a, b, c, ldc| {
+                            let took = gemv(m, n, k, a, b, c, ldc, accumulate);
+                            assert!(took || ta || tb, "m{m} n{n} k{k}: no matrix-vector path");
+                            if !took {
+                                gemm(m, n, k, a, b, c, ldc, accumulate);
+                            }
+                        },
+                    );
                 }
             }
         }
@@ -975,43 +1011,15 @@ mod tests {
             for &(m, n, k) in &sizes {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     for accumulate in [false, true] {
-                        let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                        let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                        // Stored transposed when ta/tb: the view undoes it.
-                        let a = if ta {
-                            MatRef::row_major(&a_data, m).t()
-                        } else {
-                            MatRef::row_major(&a_data, k)
-                        };
-                        let b = if tb {
-                            MatRef::row_major(&b_data, k).t()
-                        } else {
-                            MatRef::row_major(&b_data, n)
-                        };
-                        let ldc = n + 3; // a C with padding between rows
-                        let c0: Vec<f32> = (0..m * ldc).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                        let mut c = c0.clone();
-                        gemm_with(uk, m, n, k, a, b, &mut c, ldc, accumulate);
-                        let want = reference(m, n, k, a, b, &c0, ldc, accumulate);
-                        for i in 0..m {
-                            for j in 0..n {
-                                let (g, w) = (c[i * ldc + j] as f64, want[i * n + j]);
-                                assert!(
-                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt(),
-                                    "{} m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate}: C[{i},{j}] = {g}, want {w}",
-                                    uk.name
-                                );
-                            }
-                            // Padding between rows is untouched.
-                            for j in n..ldc.min(c.len() - i * ldc) {
-                                assert_eq!(
-                                    c[i * ldc + j],
-                                    c0[i * ldc + j],
-                                    "{} wrote past column n",
-                                    uk.name
-                                );
-                            }
-                        }
+                        check_against_reference(
+                            uk.name,
+                            &mut rng,
+                            (m, n, k),
+                            (ta, tb),
+                            accumulate,
+                            1e-4,
+                            |a, b, c, ldc| gemm_with(uk, m, n, k, a, b, c, ldc, accumulate),
+                        );
                     }
                 }
             }
